@@ -1,0 +1,1 @@
+"""Channel adapters: turn what each source sends into raw submissions on the ingest topic."""

@@ -1,0 +1,1 @@
+"""satpulse: real-time customer-satisfaction pipeline."""

@@ -1,0 +1,97 @@
+"""Topic payload encoding: Avro single-object encoding (Avro spec, "Single-object encoding").
+
+Each message is ``C3 01`` + the schema's 8-byte CRC-64-AVRO fingerprint (little endian) + the Avro binary
+body. A downstream consumer needs only the ``.avsc`` files in ``schemas/`` (any Avro library: Java's
+``BinaryMessageDecoder``, fastavro, avro) — no schema registry — and the fingerprint says which schema
+version wrote the message, so readers can pick the writer schema and resolve it against their own.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+MAGIC = b"\xc3\x01"
+
+FEEDBACK_EVENT = "feedback_event"
+TICKET_EVENT = "ticket_event"
+DEAD_LETTER = "dead_letter"
+WINDOW_METRIC = "window_metric"
+SCHEMA_NAMES: tuple[str, ...] = (FEEDBACK_EVENT, TICKET_EVENT, DEAD_LETTER, WINDOW_METRIC)
+
+
+class DecodeError(ValueError):
+    """The bytes are not a single-object-encoded record of a known schema."""
+
+
+@cache
+def schema_json(name: str) -> dict[str, Any]:
+    """The current schema ``schemas/{name}.avsc`` as JSON. Raises FileNotFoundError for an unknown name."""
+    loaded: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+    return loaded
+
+
+def _without_logical_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_without_logical_types(v) for v in node]
+    return node
+
+
+@cache
+def _parsed(name: str) -> Any:
+    # Timestamps stay plain epoch-millisecond ints in Python (same bytes on the wire, no datetime cost).
+    return fastavro.parse_schema(_without_logical_types(schema_json(name)))
+
+
+@cache
+def schema_fingerprint(name: str) -> bytes:
+    """CRC-64-AVRO fingerprint of the schema's parsing canonical form, little endian, 8 bytes."""
+    canonical = to_parsing_canonical_form(schema_json(name))
+    return int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+
+
+@cache
+def _name_by_fingerprint() -> dict[bytes, str]:
+    return {schema_fingerprint(n): n for n in SCHEMA_NAMES}
+
+
+def encode(name: str, record: dict[str, Any]) -> bytes:
+    """Encode one record. Raises ValueError/TypeError (from fastavro) when it does not fit the schema."""
+    buf = io.BytesIO()
+    buf.write(MAGIC)
+    buf.write(schema_fingerprint(name))
+    fastavro.schemaless_writer(buf, _parsed(name), record)
+    return buf.getvalue()
+
+
+def decode(data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Decode one message into (schema name, record). Raises DecodeError on a bad header or body."""
+    if len(data) < 10 or data[:2] != MAGIC:
+        raise DecodeError("not Avro single-object encoding (missing C3 01 header)")
+    name = _name_by_fingerprint().get(data[2:10])
+    if name is None:
+        raise DecodeError(f"unknown schema fingerprint {data[2:10].hex()}")
+    if expected is not None and name != expected:
+        raise DecodeError(f"expected {expected}, got {name}")
+    try:
+        record = fastavro.schemaless_reader(io.BytesIO(data[10:]), _parsed(name), return_record_name=False)
+    except Exception as exc:  # fastavro raises EOFError, ValueError, ... on corrupt bodies
+        raise DecodeError(f"corrupt {name} body: {exc}") from exc
+    if not isinstance(record, dict):
+        raise DecodeError(f"{name} body is not a record")
+    return name, record
+
+
+def decode_many(payloads: Iterable[bytes], expected: str) -> list[dict[str, Any]]:
+    """Decode a batch of messages of one schema. Raises DecodeError on the first bad one."""
+    return [decode(p, expected)[1] for p in payloads]

@@ -1,0 +1,48 @@
+"""The one place that names Prometheus metrics. Label cardinality is bounded: channel is one of
+streams.clean.CHANNELS, reason one of streams.clean.REASONS, stage a fixed name; agent labels are never used
+here."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# events entering a stage (adapter, cleaner, window)
+EVENTS_IN = Counter("satpulse_events_in_total", "Events that entered a pipeline stage", ["stage"],
+                    registry=REGISTRY)
+# events a stage passed on, by kind (feedback, ticket)
+EVENTS_OUT = Counter("satpulse_events_out_total", "Events a pipeline stage passed on", ["stage", "kind"],
+                     registry=REGISTRY)
+# inputs sent to the dead-letter topic, by stage and reason
+DEAD_LETTERS = Counter("satpulse_dead_letters_total", "Inputs sent to the dead-letter topic",
+                       ["stage", "reason"], registry=REGISTRY)
+# events the window stage skipped because the store already held them (replay after restart)
+REPLAY_SKIPPED = Counter("satpulse_replay_skipped_total", "Replayed events already in the store, not recounted",
+                         registry=REGISTRY)
+# feedback events with a rating, counted once stored, by channel
+FEEDBACK_RATED = Counter("satpulse_feedback_rated_total", "Rated feedback events stored", ["channel"],
+                         registry=REGISTRY)
+# rated feedback events that are satisfied, counted once stored, by channel
+FEEDBACK_SATISFIED = Counter("satpulse_feedback_satisfied_total", "Satisfied feedback events stored",
+                             ["channel"], registry=REGISTRY)
+# CSAT % of the most recent final window of this worker's partitions (absent while rated = 0)
+WINDOW_CSAT = Gauge("satpulse_window_csat_percent", "CSAT % of the latest final event-time window",
+                    ["dimension", "value", "window"], registry=REGISTRY)
+# rated count of the most recent final window (the minimum-responses guard for alerts)
+WINDOW_RATED = Gauge("satpulse_window_rated", "Rated feedback in the latest final event-time window",
+                     ["dimension", "value", "window"], registry=REGISTRY)
+# events that arrived after their window was final (still applied to the store as corrections)
+LATE_EVENTS = Counter("satpulse_late_events_total", "Events later than window end + grace", registry=REGISTRY)
+# wall-clock now minus the event-time watermark
+WATERMARK_DELAY = Gauge("satpulse_watermark_delay_seconds", "Wall clock minus event-time watermark",
+                        registry=REGISTRY)
+# rows per sink write
+SINK_BATCH_ROWS = Histogram("satpulse_sink_batch_rows", "Rows per sink write", ["sink"],
+                            buckets=(1, 10, 100, 1000, 5000, 10000, 50000), registry=REGISTRY)
+# duration of successful sink writes
+SINK_FLUSH_SECONDS = Histogram("satpulse_sink_flush_seconds", "Duration of a successful sink write", ["sink"],
+                               registry=REGISTRY)
+# failed sink write attempts (each is retried)
+SINK_ERRORS = Counter("satpulse_sink_errors_total", "Failed sink write attempts, retried", ["sink"],
+                      registry=REGISTRY)

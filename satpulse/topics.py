@@ -1,0 +1,47 @@
+"""The one place that names Kafka topics. Every producer and consumer imports its topic from here.
+
+Names are ``{namespace}.{topic}.v{n}``; the namespace is the ``topic_namespace`` setting (default
+``satpulse``), so that tests and demos can run in isolation on one broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+
+from satpulse.settings import get_settings
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    # raw submissions from channel adapters: JSON objects (docs/ingest-format.md), key = ticket id or event id
+    ingest: str
+    # cleaned, normalised feedback events: Avro single-object encoding, schemas/feedback_event.avsc, key = rating_id
+    feedback: str
+    # cleaned support-case lifecycle events: Avro single-object, schemas/ticket_event.avsc, key = ticket_id
+    tickets: str
+    # final window results: Avro single-object, schemas/window_metric.avsc, key = dimension|value|start|size
+    metrics: str
+    # inputs that could not be processed, with reason and origin: Avro single-object, schemas/dead_letter.avsc
+    dead_letter: str
+
+    def all(self) -> tuple[str, ...]:
+        return astuple(self)
+
+
+def for_namespace(namespace: str) -> Topics:
+    return Topics(
+        ingest=f"{namespace}.ingest.v1",
+        feedback=f"{namespace}.feedback.v1",
+        tickets=f"{namespace}.tickets.v1",
+        metrics=f"{namespace}.metrics.window.v1",
+        dead_letter=f"{namespace}.deadletter.v1",
+    )
+
+
+_current = for_namespace(get_settings().topic_namespace)
+INGEST = _current.ingest
+FEEDBACK = _current.feedback
+TICKETS = _current.tickets
+METRICS = _current.metrics
+DEAD_LETTER = _current.dead_letter
+ALL_TOPICS: tuple[str, ...] = _current.all()

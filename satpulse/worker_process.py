@@ -1,0 +1,66 @@
+"""Run the Faust worker as a child process (demo and end-to-end tests) and read its /metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+class WorkerProcess:
+    """A ``satpulse worker`` child. ``start`` blocks until /metrics answers (raises TimeoutError)."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, web_port: int) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.web_port = web_port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "satpulse.cli", "worker"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                self.scrape()
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"worker /metrics did not answer in {timeout}s; see {self.log_path}")
+
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample on /metrics as {(name, sorted labels): value}. Raises OSError if unreachable."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return samples
+
+    def stop(self, kill: bool = False, timeout: float = 30.0) -> None:
+        """SIGTERM (or SIGKILL with ``kill``) and wait; escalates to SIGKILL after ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def metric_sum(samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+               **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))

@@ -1,0 +1,1 @@
+"""Sinks: ClickHouse (history and window aggregates) and Prometheus exposition."""

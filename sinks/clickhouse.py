@@ -1,0 +1,159 @@
+"""One SQL, two ClickHouse engines, chosen by one URL setting.
+
+- ``chdb:///abs/path`` — chDB, current ClickHouse in-process (the embedded default);
+- ``clickhouse://user:password@host:port/database`` — a ClickHouse server over the native protocol
+  (clickhouse-driver), e.g. the Debian 18.16 server or current ClickHouse in docker-compose.
+
+Every statement is written once with ``%(name)s`` placeholders. The server backend lets clickhouse-driver
+substitute them; the chDB backend substitutes them with clickhouse-driver's own escaping, so both engines
+receive the same literal SQL. Values are never formatted into SQL by hand.
+A backend is not thread-safe (clickhouse-driver's Client is not): use one per thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from clickhouse_driver.util.escape import escape_param
+
+Params = Mapping[str, Any]
+
+
+class ClickHouseError(RuntimeError):
+    """A statement failed (connection refused, server error, bad SQL). The caller decides to retry."""
+
+
+class ClickHouse(Protocol):
+    """What the sinks and queries need from an engine."""
+
+    database: str
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        """Run a statement that returns nothing. Blocks; raises ClickHouseError."""
+
+    def query(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        """Run a SELECT and return its rows. Blocks; raises ClickHouseError."""
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert rows as one block (atomic for a table without partitioning). Blocks; raises ClickHouseError."""
+
+    def close(self) -> None: ...
+
+
+def _substitute(sql: str, params: Params | None) -> str:
+    if not params:
+        return sql
+    return sql % {k: _literal(v) for k, v in params.items()}
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    return str(escape_param(value, None))
+
+
+class ChdbClickHouse:
+    """chDB in-process, data under ``path``. One chDB session per process is allowed, so it is shared."""
+
+    _sessions: dict[str, Any] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, path: str, database: str = "satpulse") -> None:
+        from chdb import session as chdb_session  # imported lazily: loading chDB costs ~200 MB
+
+        self.database = database
+        with self._lock:
+            if path not in self._sessions:
+                self._sessions[path] = chdb_session.Session(path)
+            self._session = self._sessions[path]
+        self.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+
+    def _run(self, sql: str, fmt: str) -> Any:
+        try:
+            with self._lock:
+                return self._session.query(sql, fmt)
+        except Exception as exc:  # chDB raises RuntimeError/ChdbError with the server's message
+            raise ClickHouseError(str(exc)) from exc
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        self._run(_substitute(sql, params), "TabSeparated")
+
+    def query(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        import json
+
+        result = self._run(_substitute(sql, params), "JSONCompact")
+        text = result.bytes().decode() if hasattr(result, "bytes") else str(result)
+        if not text.strip():
+            return []
+        return [tuple(row) for row in json.loads(text)["data"]]
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        values = ",".join("(" + ",".join(_literal(v) for v in row) + ")" for row in rows)
+        self._run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}", "TabSeparated")
+
+    def close(self) -> None:
+        """Sessions stay open for the life of the process (chDB allows one)."""
+
+
+class ServerClickHouse:
+    """A ClickHouse server over the native protocol (clickhouse-driver)."""
+
+    def __init__(self, host: str, port: int, user: str, password: str, database: str) -> None:
+        from clickhouse_driver import Client
+
+        self.database = database
+        settings = {"allow_experimental_low_cardinality_type": 1, "strings_as_bytes": False}
+        self._client = Client(host=host, port=port, user=user, password=password, database="default",
+                              settings=settings, connect_timeout=5, send_receive_timeout=60)
+        self.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        self.query(sql, params)
+
+    def query(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._client.execute(sql, dict(params) if params else None))
+        except Exception as exc:  # clickhouse_driver.errors.Error, socket errors, EOFError
+            self._client.disconnect()
+            raise ClickHouseError(str(exc)) from exc
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            self._client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", [tuple(r) for r in rows])
+        except Exception as exc:
+            self._client.disconnect()
+            raise ClickHouseError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+
+def connect(url: str) -> ClickHouse:
+    """Open the engine named by ``url``. Raises ValueError for an unknown scheme, ClickHouseError when
+    the engine does not answer."""
+    parsed = urlparse(url)
+    if parsed.scheme == "chdb":
+        path = unquote(parsed.path) if not parsed.netloc else unquote(parsed.netloc + parsed.path)
+        return ChdbClickHouse(path)
+    if parsed.scheme == "clickhouse":
+        database = parsed.path.lstrip("/") or "satpulse"
+        try:
+            return ServerClickHouse(parsed.hostname or "127.0.0.1", parsed.port or 9000,
+                                    unquote(parsed.username or "default"), unquote(parsed.password or ""),
+                                    database)
+        except ClickHouseError:
+            raise
+        except Exception as exc:
+            raise ClickHouseError(str(exc)) from exc
+    raise ValueError(f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:///path or clickhouse://")

@@ -1,0 +1,77 @@
+"""ClickHouse schema, managed in code: numbered migrations applied in order at start-up, each once.
+
+Runs on ClickHouse 18.16 (Debian) and current ClickHouse (chDB, docker-compose) alike, so it avoids
+DateTime64, ``IF NOT EXISTS`` on columns and dedup tokens. Idempotence comes from the table design:
+ReplacingMergeTree keyed by identity, versioned by source offset or rating version; readers use FINAL.
+"""
+
+from __future__ import annotations
+
+from sinks.clickhouse import ClickHouse
+
+# (version, statements); {db} is replaced by the database name. Append only: never edit a released step.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, (
+        # full state of one window cell contributed by one source partition; the highest version wins
+        """CREATE TABLE IF NOT EXISTS {db}.feedback_window_partials (
+            dimension String,
+            dimension_value String,
+            window_seconds UInt32,
+            window_start DateTime,
+            source_topic String,
+            source_partition UInt16,
+            rated UInt64,
+            satisfied UInt64,
+            scored UInt64,
+            score_micros UInt64,
+            version UInt64,
+            written_at DateTime
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (dimension, dimension_value, window_seconds, window_start, source_topic, source_partition)""",
+        # clean feedback events, latest version of each rating
+        """CREATE TABLE IF NOT EXISTS {db}.feedback_events (
+            rating_id String,
+            rating_version UInt64,
+            event_id String,
+            source String,
+            channel String,
+            event_time DateTime,
+            event_time_ms UInt64,
+            ingest_time_ms UInt64,
+            ticket_id Nullable(String),
+            agent Nullable(String),
+            team Nullable(String),
+            category Nullable(String),
+            product Nullable(String),
+            customer_id Nullable(String),
+            native_value Nullable(String),
+            native_scale Nullable(String),
+            score Nullable(Float64),
+            satisfied Nullable(UInt8),
+            comment Nullable(String),
+            source_partition UInt16,
+            source_offset UInt64
+        ) ENGINE = ReplacingMergeTree(rating_version)
+        PARTITION BY toYYYYMM(event_time)
+        ORDER BY (channel, rating_id)""",
+    )),
+)
+
+
+def migrate(ch: ClickHouse) -> list[int]:
+    """Apply every migration not yet recorded; returns the versions applied now. Blocks; raises
+    ClickHouseError. Safe to run concurrently from several workers (every statement is idempotent)."""
+    db = ch.database
+    ch.execute(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at DateTime) "
+               "ENGINE = ReplacingMergeTree ORDER BY version")
+    done = {row[0] for row in ch.query(f"SELECT version FROM {db}.schema_migrations")}
+    applied = []
+    for version, statements in MIGRATIONS:
+        if version in done:
+            continue
+        for statement in statements:
+            ch.execute(statement.format(db=db))
+        ch.execute(f"INSERT INTO {db}.schema_migrations (version, applied_at) VALUES (%(v)s, now())",
+                   {"v": version})
+        applied.append(version)
+    return applied

@@ -1,0 +1,1 @@
+"""Stream processing: pure cleaning/normalising/windowing functions and the thin Faust agents around them."""
