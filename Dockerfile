@@ -26,15 +26,10 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
-# Then the project itself (.dockerignore lets through only what the package needs).
-# satpulse/codec.py reads the Avro schemas from <parent of the satpulse package>/schemas, i.e. the repo
-# layout; in an installed (non-editable) package that parent is site-packages, so ship them there too and
-# fail the build if the installed package cannot see them.
+# Then the project itself (.dockerignore lets through only what the package needs); the Avro schemas are
+# package data of the `schemas` package; fail the build if the installed package cannot see them.
 COPY . .
 RUN pip install --no-deps . \
- && purelib="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
- && rm -rf "${purelib}/schemas" \
- && cp -r schemas "${purelib}/schemas" \
  && cd / \
  && python -c "import satpulse.codec as c; assert (c.SCHEMA_DIR / 'feedback_event.avsc').is_file(), c.SCHEMA_DIR"
 

@@ -12,13 +12,13 @@ import io
 import json
 from collections.abc import Iterable
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+from schemas import SCHEMA_DIR
+
 MAGIC = b"\xc3\x01"
 
 FEEDBACK_EVENT = "feedback_event"

@@ -50,7 +50,7 @@ class MissingPrerequisiteError(ServiceError):
 
 @dataclass(frozen=True)
 class ServiceStatus:
-    """What ``status`` knows about one service; ``startup_seconds`` is from its last start by this module."""
+    """One service as ``status`` sees it; ``startup_seconds`` is how long its current run took to start."""
 
     name: str
     state: str  # "running" or "stopped"
@@ -349,9 +349,16 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _alive(pid: int, spec: _Spec, settings: Settings) -> bool:
-    """True if ``pid`` is a live (not zombie) process whose command line names this service's work dir."""
+    """True if ``pid`` is a live (not zombie) process that is this service.
+
+    A child of this process is judged by ``poll``. Any other pid must have a command line naming the
+    service's work dir (guards against pid reuse); an empty command line counts as alive, since /proc shows
+    one for a moment while a process is in ``exec``.
+    """
     child = _children.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None:
+        if child.poll() is None:
+            return True
         _children.pop(pid, None)
         return False
     try:
@@ -361,7 +368,7 @@ def _alive(pid: int, spec: _Spec, settings: Settings) -> bool:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
         return False
-    return str(spec.dir(settings)) in cmdline
+    return not cmdline or str(spec.dir(settings)) in cmdline
 
 
 def _read_pid(spec: _Spec, settings: Settings) -> int | None:
@@ -517,7 +524,7 @@ def status(names: Sequence[str] = ALL_SERVICES) -> dict[str, ServiceStatus]:
             state="running" if pid is not None else "stopped",
             pid=pid,
             address=spec.address(settings),
-            startup_seconds=_startup_seconds(spec, settings),
+            startup_seconds=_startup_seconds(spec, settings) if pid is not None else None,
         )
     return result
 

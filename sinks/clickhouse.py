@@ -60,9 +60,10 @@ def _literal(value: Any) -> str:
 
 
 class ChdbClickHouse:
-    """chDB in-process, data under ``path``. One chDB session per process is allowed, so it is shared."""
+    """chDB in-process, data under ``path``. chDB allows one data path per process at a time: opening a
+    different path closes the session of the previous one (whose objects then fail with ClickHouseError)."""
 
-    _sessions: dict[str, Any] = {}
+    _active: tuple[str, Any] | None = None
     _lock = threading.Lock()
 
     def __init__(self, path: str, database: str = "satpulse") -> None:
@@ -70,9 +71,12 @@ class ChdbClickHouse:
 
         self.database = database
         with self._lock:
-            if path not in self._sessions:
-                self._sessions[path] = chdb_session.Session(path)
-            self._session = self._sessions[path]
+            active = ChdbClickHouse._active
+            if active is None or active[0] != path:
+                if active is not None:
+                    active[1].close()
+                ChdbClickHouse._active = (path, chdb_session.Session(path))
+            self._path, self._session = ChdbClickHouse._active
         self.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
 
     def _run(self, sql: str, fmt: str) -> Any:
@@ -101,7 +105,11 @@ class ChdbClickHouse:
         self._run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}", "TabSeparated")
 
     def close(self) -> None:
-        """Sessions stay open for the life of the process (chDB allows one)."""
+        """Close the process's chDB session (releases the data directory for other processes)."""
+        with self._lock:
+            if ChdbClickHouse._active is not None and ChdbClickHouse._active[0] == self._path:
+                ChdbClickHouse._active[1].close()
+                ChdbClickHouse._active = None
 
 
 class ServerClickHouse:
