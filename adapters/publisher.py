@@ -1,8 +1,9 @@
 """Publishing to Kafka for adapters (kafka-python): idempotent producer, acks=all, bounded buffer.
 
-Contract: :meth:`Publisher.send` may block (up to ``max_block_ms``) while the producer's bounded buffer is
-full — that is the back-pressure while Kafka is slow or down; it raises KafkaTimeoutError if Kafka stays
-unreachable. :meth:`Publisher.flush` blocks until every message sent so far is acknowledged by the broker and
+Contract: at most ``max_pending`` messages are unacknowledged at any time: :meth:`Publisher.send` blocks
+in :meth:`flush` once that many are pending — that is the bounded buffer and the back-pressure while Kafka is
+slow or down (kafka-python 3 has no byte bound of its own). It raises KafkaTimeoutError if Kafka stays
+unreachable for ``max_block_ms``. :meth:`Publisher.flush` blocks until every message sent so far is acknowledged by the broker and
 raises :class:`PublishError` if any failed. Nothing is dropped silently.
 """
 
@@ -43,20 +44,20 @@ def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TOPICS) 
 class Publisher:
     """One idempotent producer; use as a context manager so that it is flushed and closed."""
 
-    def __init__(self, settings: Settings, buffer_bytes: int = 32 * 1024 * 1024, max_block_ms: int = 120_000
-                 ) -> None:
+    def __init__(self, settings: Settings, max_pending: int = 50_000, max_block_ms: int = 120_000) -> None:
         self._producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-            linger_ms=20, batch_size=256 * 1024, buffer_memory=buffer_bytes, max_block_ms=max_block_ms,
+            linger_ms=20, batch_size=256 * 1024, max_block_ms=max_block_ms,
             compression_type=None, client_id="satpulse-adapter")
         self._futures: list[Any] = []
+        self._max_pending = max_pending
         self.sent = 0
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queue one message (may block while the buffer is full). Raises KafkaTimeoutError."""
         self._futures.append(self._producer.send(topic, key=key, value=value))
         self.sent += 1
-        if len(self._futures) >= 50_000:
+        if len(self._futures) >= self._max_pending:
             self.flush()
 
     def flush(self) -> None:

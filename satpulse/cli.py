@@ -26,7 +26,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from streams.app import app
 
-    sys.argv = [sys.argv[0], "worker", "--loglevel", args.loglevel, "--without-uvloop"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", args.loglevel]
     app.main()
     return 0
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("topics", help="create the pipeline's Kafka topics")
     p.set_defaults(func=_cmd_topics)
     p = sub.add_parser("worker", help="run the Faust worker (cleaning, windows, sinks, /metrics)")
-    p.add_argument("--loglevel", default=os.environ.get("SATPULSE_LOGLEVEL", "warning"))
+    p.add_argument("--loglevel", default=os.environ.get("SATPULSE_LOGLEVEL", "warn"))
     p.set_defaults(func=_cmd_worker)
     p = sub.add_parser("publish", help="publish a JSONL file of raw submissions to the ingest topic")
     p.add_argument("file")

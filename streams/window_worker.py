@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from satpulse import metrics
 from sinks.clickhouse import ClickHouseError
@@ -18,6 +18,7 @@ from sinks.window_store import WindowStore
 from streams.windows import FeedbackAgg, Windower, WindowKey
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # (source partition, offset, clean feedback record)
 Item = tuple[int, int, Mapping[str, Any]]
@@ -45,7 +46,7 @@ class WindowWorker:
         """Make a retry loop give up (raises ClickHouseError out of :meth:`process`)."""
         self._stopping = True
 
-    def _retry[T](self, what: str, call: Callable[[], T]) -> T:
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
         delay = 0.2
         while True:
             try:

@@ -1,0 +1,41 @@
+"""Session fixtures that bring up the local services (``satpulse.services``) for integration tests.
+
+Services already running when the session starts are used as they are and left running; whatever a
+fixture had to start is stopped again when the session ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from satpulse import services as local_services
+from satpulse.services import ServiceError, ServiceStatus
+
+
+def _session_services(names: Sequence[str]) -> Iterator[dict[str, ServiceStatus]]:
+    already = {name for name, st in local_services.status(names).items() if st.state == "running"}
+    try:
+        local_services.ensure_up(names)
+    except ServiceError as exc:
+        local_services.ensure_down([name for name in names if name not in already])
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield local_services.status(names)
+    finally:
+        started = [name for name in names if name not in already]
+        if started:
+            local_services.ensure_down(started)
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[dict[str, ServiceStatus]]:
+    """Kafka and the ClickHouse server, running and answering; maps name -> status at session start."""
+    yield from _session_services(["kafka", "clickhouse"])
+
+
+@pytest.fixture(scope="session")
+def monitoring() -> Iterator[dict[str, ServiceStatus]]:
+    """Prometheus and Alertmanager, running and ready; maps name -> status at session start."""
+    yield from _session_services(["prometheus", "alertmanager"])
