@@ -92,6 +92,11 @@ class _Spec:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
+def _settings() -> Settings:
+    settings = get_settings()
+    return settings.model_copy(update={"work_dir": settings.work_dir.resolve()})
+
+
 def _which(program: str, hint: str) -> str:
     path = shutil.which(program) or shutil.which(program, path=os.pathsep.join(_SBIN_DIRS))
     if path is None:
@@ -489,7 +494,7 @@ def ensure_up(names: Sequence[str]) -> None:
     specs = _specs(names)
     for spec in specs:
         spec.check()
-    settings = get_settings()
+    settings = _settings()
     with _locked(settings):
         if "kafka" in names and not any(KAFKA_LIB.glob("kafka_2.13-*.jar")):
             _kafka_fetch_jars()
@@ -503,7 +508,7 @@ def ensure_down(names: Sequence[str]) -> None:
     Blocks until they have exited. Processes not recorded in a pid file are never touched. Raises ValueError
     for an unknown name.
     """
-    settings = get_settings()
+    settings = _settings()
     with _locked(settings):
         for spec in reversed(_specs(names)):
             pid = _read_pid(spec, settings)
@@ -514,8 +519,7 @@ def ensure_down(names: Sequence[str]) -> None:
 
 def status(names: Sequence[str] = ALL_SERVICES) -> dict[str, ServiceStatus]:
     """Report each named service as running (live pid file) or stopped; drops stale pid files."""
-
-    settings = get_settings()
+    settings = _settings()
     result: dict[str, ServiceStatus] = {}
     for spec in _specs(names):
         pid = _read_pid(spec, settings)

@@ -7,6 +7,8 @@ ReplacingMergeTree keyed by identity, versioned by source offset or rating versi
 
 from __future__ import annotations
 
+import time
+
 from sinks.clickhouse import ClickHouse
 
 # (version, statements); {db} is replaced by the database name. Append only: never edit a released step.
@@ -71,7 +73,6 @@ def migrate(ch: ClickHouse) -> list[int]:
             continue
         for statement in statements:
             ch.execute(statement.format(db=db))
-        ch.execute(f"INSERT INTO {db}.schema_migrations (version, applied_at) VALUES (%(v)s, now())",
-                   {"v": version})
+        ch.insert(f"{db}.schema_migrations", ("version", "applied_at"), [(version, int(time.time()))])
         applied.append(version)
     return applied

@@ -69,6 +69,25 @@ class WindowStore:
                 found[key] = (agg, int(version))
         return found
 
+    def totals(self, keys: Iterable[WindowKey]) -> dict[WindowKey, FeedbackAgg]:
+        """Stored state of ``keys`` summed over every source partition (all workers' contributions)."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        rows = self.ch.query(
+            "SELECT dimension, dimension_value, toUInt32(window_start) AS ws, sum(rated), sum(satisfied), "
+            f"sum(scored), sum(score_micros) FROM {self.db}.feedback_window_partials FINAL "
+            "WHERE source_topic = %(t)s AND window_seconds = %(w)s AND toUInt32(window_start) IN %(starts)s "
+            "AND dimension IN %(dims)s GROUP BY dimension, dimension_value, ws",
+            {"t": self.source_topic, "w": self.window_seconds, "starts": tuple({k[2] // 1000 for k in wanted}),
+             "dims": tuple({k[0] for k in wanted})})
+        found: dict[WindowKey, FeedbackAgg] = {}
+        for dimension, value, start, rated, satisfied, scored, score_micros in rows:
+            key = (dimension, value, int(start) * 1000)
+            if key in wanted:
+                found[key] = FeedbackAgg(int(rated), int(satisfied), int(scored), int(score_micros))
+        return found
+
     def write(self, cells: Sequence[CellRow], events: Sequence[tuple[int, int, Mapping[str, Any]]]) -> None:
         """Persist clean events (partition, offset, record) and then window cells. Blocks; raises
         ClickHouseError. Idempotent for the same input."""

@@ -111,7 +111,7 @@ async def window_feedback(stream: faust.StreamT[bytes]) -> None:
                 await (await app.producer.send(topics.DEAD_LETTER, key, value, None, None, None))
         metrics.EVENTS_IN.labels("window").inc(len(events))
         worker = await _in_executor(_get_window_worker)
-        await _in_executor(worker.process, items, time.monotonic())
+        await _in_executor(worker.process, items, time.time())
         for event in events:
             await stream.ack(event)
 
@@ -134,7 +134,7 @@ def encode_final_window(window: FinalWindow, window_seconds: int, now_ms: int) -
 async def advance_watermark() -> None:
     if _window_worker is None:
         return
-    final = await _in_executor(_window_worker.tick, time.monotonic())
+    final = await _in_executor(_window_worker.tick, time.time())
     now_ms = int(time.time() * 1000)
     pending = []
     for window in final:
@@ -143,12 +143,18 @@ async def advance_watermark() -> None:
     await asyncio.gather(*pending)
 
 
+@app.on_partitions_assigned.connect
+async def _track_assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
+    partitions = [tp.partition for tp in assigned if tp.topic == topics.FEEDBACK]
+    worker = await _in_executor(_get_window_worker)
+    await _in_executor(worker.windower.assign, partitions, time.time())
+
+
 @app.on_partitions_revoked.connect
 async def _forget_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
+    partitions = [tp.partition for tp in revoked if tp.topic == topics.FEEDBACK]
     if _window_worker is not None:
-        for tp in revoked:
-            if tp.topic == topics.FEEDBACK:
-                await _in_executor(_window_worker.windower.drop_partition, tp.partition)
+        await _in_executor(_window_worker.windower.revoke, partitions)
 
 
 @app.page("/metrics")

@@ -41,6 +41,7 @@ class WindowWorker:
         self._sleep = sleep
         self._stopping = False
         self._late_reported = 0
+        self._gauge_window: dict[tuple[str, str], int] = {}  # window start shown by the gauges
 
     def stop(self) -> None:
         """Make a retry loop give up (raises ClickHouseError out of :meth:`process`)."""
@@ -78,6 +79,7 @@ class WindowWorker:
     def process(self, items: Sequence[Item], now: float) -> None:
         """Count a batch and persist it. Returns only once ClickHouse holds it (retrying with back-off while
         it is down: the caller is blocked, which is the back-pressure); then the offsets may be acked."""
+        self.windower.wake(now)
         by_partition: dict[int, list[Item]] = defaultdict(list)
         for item in items:
             by_partition[item[0]].append(item)
@@ -102,20 +104,21 @@ class WindowWorker:
                     metrics.FEEDBACK_SATISFIED.labels(record["channel"]).inc()
 
     def tick(self, now: float) -> list[FinalWindow]:
-        """Advance the watermark; returns windows that became final and updates the gauges. Never blocks."""
-        final = self.windower.finalise(now)
+        """Advance the watermark; returns the windows that became final or were corrected since the last
+        tick, with totals read from the store (every worker's partitions), and updates the gauges."""
+        keys = self.windower.finalise(now)
         metrics.LATE_EVENTS.inc(self.windower.late_events - self._late_reported)
         self._late_reported = self.windower.late_events
         watermark = self.windower.watermark(now)
         if watermark >= 0:
             metrics.WATERMARK_DELAY.set(max(0.0, time.time() - watermark / 1000))
-        latest: dict[tuple[str, str], tuple[int, FeedbackAgg]] = {}
-        for (dimension, value, start), agg in final.items():
-            if (dimension, value) not in latest or latest[(dimension, value)][0] < start:
-                latest[(dimension, value)] = (start, agg)
+        totals = self._retry("read", lambda: self.store.totals(keys)) if keys else {}
         window = f"{self.windower.window_ms // 1000}s"
-        for (dimension, value), (_, agg) in latest.items():
+        for (dimension, value, start), agg in sorted(totals.items(), key=lambda kv: kv[0][2]):
+            if start < self._gauge_window.get((dimension, value), -1):
+                continue  # a correction of an older window: the gauges show the latest one
+            self._gauge_window[(dimension, value)] = start
             metrics.WINDOW_RATED.labels(dimension, value, window).set(agg.rated)
             if agg.csat_percent is not None:  # undefined CSAT is left out, never exported as 0 or NaN
                 metrics.WINDOW_CSAT.labels(dimension, value, window).set(agg.csat_percent)
-        return [FinalWindow(k, a) for k, a in sorted(final.items(), key=lambda kv: kv[0][2])]
+        return [FinalWindow(k, a) for k, a in sorted(totals.items(), key=lambda kv: kv[0][2])]

@@ -92,8 +92,14 @@ class PartitionState:
     max_offset: int = -1
     cells: dict[WindowKey, FeedbackAgg] = field(default_factory=dict)
     dirty: set[WindowKey] = field(default_factory=set)
-    max_event_time: int = -1
-    last_arrival: float = 0.0
+
+
+@dataclass(slots=True)
+class PartitionClock:
+    """Event-time progress of one assigned source partition (-1: nothing seen yet)."""
+
+    max_event_time: int
+    last_arrival: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +126,30 @@ class Windower:
         self.grace_ms = grace_seconds * 1000
         self.idle_seconds = idle_seconds
         self.partitions: dict[int, PartitionState] = {}
+        self.clocks: dict[int, PartitionClock] = {}
         self._watermark = -1
         self._finalised_until = -1  # every window ending at or before this was emitted as final
+        self._corrected: set[WindowKey] = set()  # final windows that late events changed since last finalise
         self.late_events = 0
+
+    # --- assignment and loading ---
+    def assign(self, partitions: Iterable[int], now: float) -> None:
+        """Partitions this worker now owns: each holds the watermark back until it has data or is idle."""
+        for partition in partitions:
+            self.clocks.setdefault(partition, PartitionClock(-1, now))
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Partitions taken away: forget their state (unpersisted events were not acked and are replayed)."""
+        for partition in partitions:
+            self.clocks.pop(partition, None)
+            self.partitions.pop(partition, None)
+
+    def wake(self, now: float) -> None:
+        """Call when a batch arrives: if every partition was idle, each gets ``idle_seconds`` again to show
+        its data before it stops holding the watermark back (a burst after a quiet spell is not late)."""
+        if all(now - c.last_arrival >= self.idle_seconds for c in self.clocks.values()):
+            for clock in self.clocks.values():
+                clock.last_arrival = now
 
     # --- loading --------------------------------------------------------------------------------------
     def is_loaded(self, partition: int) -> bool:
@@ -134,7 +161,7 @@ class Windower:
                                                     max_offset=persisted_offset)
 
     def drop_partition(self, partition: int) -> None:
-        """Forget a revoked partition (its unpersisted events were not acknowledged and will be replayed)."""
+        """Forget a partition's window state (not its clock), to be loaded again from the store."""
         self.partitions.pop(partition, None)
 
     def missing_cells(self, partition: int, records: Iterable[tuple[int, Mapping[str, Any]]]) -> set[WindowKey]:
@@ -158,16 +185,18 @@ class Windower:
     def add(self, partition: int, offset: int, record: Mapping[str, Any], now: float) -> bool:
         """Count one clean record. Returns False when the offset is already in the store (replay)."""
         state = self.partitions[partition]
-        state.last_arrival = now
+        clock = self.clocks.setdefault(partition, PartitionClock(-1, now))
+        clock.last_arrival = now
+        clock.max_event_time = max(clock.max_event_time, record["event_time"])
         if offset <= state.persisted_offset:
             return False
         state.max_offset = max(state.max_offset, offset)
-        state.max_event_time = max(state.max_event_time, record["event_time"])
         if record.get("satisfied") is None:
             return True
         keys = window_keys(record, self.dimensions, self.window_ms)
-        if keys[0][2] + self.window_ms + self.grace_ms <= self._watermark:
-            self.late_events += 1  # still applied: the store takes it as a correction
+        if keys[0][2] + self.window_ms <= self._finalised_until:
+            self.late_events += 1  # still applied: the store takes it, and the window is emitted again
+            self._corrected.update(keys)
         for key in keys:
             state.cells[key].add_record(record)
             state.dirty.add(key)
@@ -190,29 +219,37 @@ class Windower:
 
     # --- watermark and final windows ------------------------------------------------------------------
     def watermark(self, now: float) -> int:
-        """Event-time progress (ms), monotonic. Busy partitions hold it back; a partition idle for
-        ``idle_seconds`` stops holding it back; when all are idle it advances with wall-clock time."""
-        states = [s for s in self.partitions.values() if s.max_event_time >= 0]
-        if states:
-            busy = [s.max_event_time for s in states if now - s.last_arrival < self.idle_seconds]
-            if busy:
-                candidate = min(busy)
-            else:
-                candidate = max(s.max_event_time + int((now - s.last_arrival) * 1000) for s in states)
-            self._watermark = max(self._watermark, candidate)
+        """Event-time progress (ms), monotonic; ``now`` is wall-clock epoch seconds. Every assigned partition
+        that is busy holds it back (one that has seen nothing yet holds it where it is); a partition idle for
+        ``idle_seconds`` stops holding it back; when all are idle it is the wall clock (nothing more is
+        coming, so every window up to now may close) or, for data stamped ahead of the clock, the newest
+        event time plus the idle time."""
+        clocks = list(self.clocks.values())
+        busy = [c.max_event_time for c in clocks if now - c.last_arrival < self.idle_seconds]
+        seen = [c for c in clocks if c.max_event_time >= 0]
+        if busy:
+            candidate = min(busy)
+        elif seen:
+            candidate = max(int(now * 1000),
+                            *(c.max_event_time + int((now - c.last_arrival) * 1000) for c in seen))
+        else:
+            candidate = -1
+        self._watermark = max(self._watermark, candidate)
         return self._watermark
 
-    def finalise(self, now: float) -> dict[WindowKey, FeedbackAgg]:
-        """Cells of windows that became final (end + grace <= watermark) since the last call, merged over
-        this worker's partitions; evicts final, persisted cells from memory."""
+    def finalise(self, now: float) -> set[WindowKey]:
+        """Windows that became final (end + grace <= watermark) since the last call, plus final windows
+        that late events corrected since; evicts final, persisted cells from memory. Call only after the
+        rows of every processed batch were persisted, so that the store holds what is returned."""
         closed_until = self.watermark(now) - self.grace_ms
-        final: dict[WindowKey, FeedbackAgg] = {}
+        final = self._corrected
+        self._corrected = set()
         for state in self.partitions.values():
             for key in list(state.cells):
                 end = key[2] + self.window_ms
                 if end <= closed_until:
                     if end > self._finalised_until:
-                        final.setdefault(key, FeedbackAgg()).merge(state.cells[key])
+                        final.add(key)
                     if key not in state.dirty:
                         del state.cells[key]
         self._finalised_until = max(self._finalised_until, closed_until)

@@ -118,7 +118,7 @@ def test_jsonl_to_clickhouse_and_metrics(clickhouse_url: str, tmp_path: Path) ->
         last = max(m for (c, m) in expected if c == channel)
         r, s = expected[(channel, last)]
         gauge = metric_sum(samples, "satpulse_window_csat_percent", dimension="channel", value=channel)
-        assert gauge == pytest.approx(100 * s / r)
+        assert gauge == pytest.approx(100 * s / r), (metric_sum(samples, "satpulse_late_events_total"), log[-3000:])
     dead = {dict(labels)["reason"]: v for (n, labels), v in samples.items() if n == "satpulse_dead_letters_total"}
     assert dead == dict(Counter(reason for _, reason in INVALID))
 

@@ -126,20 +126,38 @@ def test_watermark_finalises_with_grace_and_idle() -> None:
     w.load_cells(0, [("all", "all", 0)], {})
     w.add(0, 0, {"event_time": 30_000, "satisfied": True, "score": 5.0}, now=100.0)
     w.mark_persisted(w.dirty_rows())
-    assert w.finalise(now=100.0) == {}  # watermark 30 s < 60 s + 10 s grace
+    assert w.finalise(now=100.0) == set()  # watermark 30 s < 60 s + 10 s grace
     # idle for 45 s: event time advances with the wall clock -> 75 s >= 70 s
-    final = w.finalise(now=145.0)
-    assert final[("all", "all", 0)].rated == 1
-    assert w.finalise(now=146.0) == {}  # emitted once
+    assert w.finalise(now=145.0) == {("all", "all", 0)}
+    assert w.finalise(now=146.0) == set()  # emitted once
     assert w.partitions[0].cells == {}  # evicted after emission
 
 
-def test_late_event_is_counted_and_applied() -> None:
+def test_late_event_is_counted_applied_and_reemitted() -> None:
     w = Windower(("all",), 60, 0, idle_seconds=5)
     w.load_partition(0, -1)
     w.load_cells(0, [("all", "all", 0), ("all", "all", 120_000)], {})
-    w.add(0, 0, {"event_time": 130_000, "satisfied": True, "score": None}, now=0.0)
-    w.watermark(0.0)
-    w.add(0, 1, {"event_time": 10_000, "satisfied": False, "score": None}, now=0.0)
+    w.add(0, 0, {"event_time": 10_000, "satisfied": True, "score": None}, now=0.0)
+    w.add(0, 1, {"event_time": 130_000, "satisfied": True, "score": None}, now=0.0)
+    w.mark_persisted(w.dirty_rows())
+    assert w.finalise(0.0) == {("all", "all", 0)}
+    w.load_cells(0, [("all", "all", 0)], {})  # evicted: loaded again from the store before the late event
+    w.add(0, 2, {"event_time": 10_000, "satisfied": False, "score": None}, now=0.0)
     assert w.late_events == 1
-    assert w.partitions[0].cells[("all", "all", 0)].rated == 1
+    w.mark_persisted(w.dirty_rows())
+    assert w.finalise(0.0) == {("all", "all", 0)}  # emitted again as a correction
+
+
+def test_burst_after_quiet_spell_waits_for_every_partition() -> None:
+    w = Windower(("all",), 60, 0, idle_seconds=5)
+    w.assign([0, 1], now=0.0)
+    for p in (0, 1):
+        w.load_partition(p, -1)
+        w.load_cells(p, [("all", "all", 0), ("all", "all", 600_000)], {})
+    w.wake(100.0)  # both idle since assignment: partition 1 gets 5 s again
+    w.add(0, 0, {"event_time": 600_000, "satisfied": True, "score": None}, now=100.0)
+    assert w.finalise(now=101.0) == set()  # partition 1 (nothing seen yet) holds the watermark back
+    w.add(1, 0, {"event_time": 1_000, "satisfied": False, "score": None}, now=102.0)
+    assert w.late_events == 0
+    assert w.finalise(now=102.0) == set()  # both busy: watermark = min(600 s, 1 s)
+    assert ("all", "all", 0) in w.finalise(now=108.0)  # both idle: event time advances with the wall clock
