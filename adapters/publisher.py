@@ -3,13 +3,14 @@
 Contract: at most ``max_pending`` messages are unacknowledged at any time: :meth:`Publisher.send` blocks
 in :meth:`flush` once that many are pending — that is the bounded buffer and the back-pressure while Kafka is
 slow or down (kafka-python 3 has no byte bound of its own). It raises KafkaTimeoutError if Kafka stays
-unreachable for ``max_block_ms``. :meth:`Publisher.flush` blocks until every message sent so far is acknowledged by the broker and
-raises :class:`PublishError` if any failed. Nothing is dropped silently.
+unreachable for ``max_block_ms``. :meth:`Publisher.flush` blocks until every message sent so far is
+acknowledged by the broker and raises :class:`PublishError` if any failed. Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
@@ -33,10 +34,8 @@ def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TOPICS) 
         existing = set(admin.list_topics())
         new = [NewTopic(n, settings.topic_partitions, 1) for n in names if n not in existing]
         if new:
-            try:
+            with suppress(TopicAlreadyExistsError):  # another process created it meanwhile
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()
 

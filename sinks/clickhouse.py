@@ -75,8 +75,10 @@ class ChdbClickHouse:
             if active is None or active[0] != path:
                 if active is not None:
                     active[1].close()
-                ChdbClickHouse._active = (path, chdb_session.Session(path))
-            self._path, self._session = ChdbClickHouse._active
+                active = (path, chdb_session.Session(path))  # type: ignore[no-untyped-call]
+                ChdbClickHouse._active = active
+            self._path: str = active[0]
+            self._session: Any = active[1]
         self.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
 
     def _run(self, sql: str, fmt: str) -> Any:

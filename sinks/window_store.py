@@ -56,8 +56,8 @@ class WindowStore:
             return {}
         starts = sorted({k[2] // 1000 for k in wanted})
         rows = self.ch.query(
-            f"SELECT dimension, dimension_value, toUInt32(window_start), rated, satisfied, scored, score_micros, version "
-            f"FROM {self.db}.feedback_window_partials FINAL "
+            "SELECT dimension, dimension_value, toUInt32(window_start), rated, satisfied, scored, score_micros, "
+            f"version FROM {self.db}.feedback_window_partials FINAL "
             "WHERE source_topic = %(t)s AND source_partition = %(p)s AND window_seconds = %(w)s "
             "AND toUInt32(window_start) IN %(starts)s",
             {"t": self.source_topic, "p": partition, "w": self.window_seconds, "starts": tuple(starts)})

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_unparseable(payload: bytes) -> None:
 
 
 def test_every_reason_is_reachable_and_documented() -> None:
-    doc = open("docs/dead-letters.md").read()
+    doc = (Path(__file__).parents[2] / "docs" / "dead-letters.md").read_text()
     for reason in REASONS:
         assert f"`{reason}`" in doc
 

@@ -1,0 +1,40 @@
+# satpulse — `make help` lists the targets. Every target installs what it needs first (scripts/bootstrap.sh).
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help setup demo test unit integration lint services-up services-down bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## install Debian packages, Kafka jars and the Python venv (idempotent)
+	@bash scripts/bootstrap.sh
+
+demo: setup ## the main job end to end: local Kafka, embedded ClickHouse, sample traffic, report, metrics
+	$(PY) -m satpulse.cli demo
+
+test: setup lint ## lint, type-check, then every test (starts the local services it needs)
+	$(PY) -m pytest -q
+
+unit: setup ## fast tests of the pure parts only
+	$(PY) -m pytest -q tests/unit
+
+integration: setup ## tests against the real Kafka, ClickHouse server, chDB, Prometheus
+	$(PY) -m pytest -q -m integration
+
+lint: setup ## ruff and mypy (strict)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+services-up: setup ## start local Kafka and ClickHouse (add ARGS=--with-monitoring for Prometheus/Alertmanager)
+	$(PY) -m satpulse.cli services up $(ARGS)
+
+services-down: ## stop the local services this checkout started
+	$(PY) -m satpulse.cli services down
+
+bench: setup ## benchmark harness (see bench/README.md)
+	@if [ -f bench/run.py ]; then $(PY) bench/run.py; else echo "bench: not built yet (issue: benchmark harness)"; exit 1; fi
+
+clean: services-down ## stop services and remove local state (.work)
+	rm -rf .work

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything satpulse needs on a fresh Debian 12 machine: Debian packages (ClickHouse server,
+# Prometheus, Alertmanager, docker-compose, Java, Maven), the Kafka jars (Maven) and a Python venv.
+# Idempotent: skips what is already there. Needs root (or sudo) only for the Debian packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(clickhouse-server clickhouse-client prometheus prometheus-alertmanager docker-compose
+          openjdk-17-jre-headless maven python3-venv)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# the machine may have Java/Maven from elsewhere: accept those
+command -v java >/dev/null && missing=("${missing[@]/openjdk-17-jre-headless}")
+command -v mvn >/dev/null && missing=("${missing[@]/maven}")
+python3 -c "import venv, ensurepip" 2>/dev/null && missing=("${missing[@]/python3-venv}")
+read -r -a missing <<< "${missing[*]:-}"
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# the Debian package starts its own server on the default ports; satpulse runs its own on loopback
+if command -v systemctl >/dev/null && systemctl is-active --quiet clickhouse-server 2>/dev/null; then
+  systemctl stop clickhouse-server || true
+fi
+
+if [ ! -d services/kafka/target/lib ]; then
+  echo "bootstrap: fetching Kafka jars with Maven"
+  (cd services/kafka && mvn -q -B dependency:copy-dependencies -DoutputDirectory=target/lib)
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  echo "bootstrap: installing Python packages into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  touch .venv/.installed
+fi
+echo "bootstrap: ready"
