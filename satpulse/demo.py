@@ -55,15 +55,16 @@ def run_demo(events: int) -> int:
         worker.stop()
 
     from sinks.clickhouse import connect
-    from sinks.queries import csat_totals
+    from sinks.queries import totals
 
     ch = connect(env["SATPULSE_CLICKHOUSE_URL"])
     print("\nCSAT per channel (ClickHouse, 1-minute windows merged):")
     print(f"{'channel':<10}{'rated':>8}{'satisfied':>11}{'CSAT %':>9}{'avg score':>11}")
-    for row in csat_totals(ch, "channel", settings.window_seconds):
-        csat = "-" if row.csat_percent is None else f"{row.csat_percent:.1f}"
-        avg = "-" if row.average_score is None else f"{row.average_score:.2f}"
-        print(f"{row.dimension_value:<10}{row.rated:>8}{row.satisfied:>11}{csat:>9}{avg:>11}")
+    for row in totals(ch, "channel", settings.window_seconds):
+        agg = row.agg
+        csat = "-" if agg.csat_percent is None else f"{agg.csat_percent:.1f}"
+        avg = "-" if agg.average_score is None else f"{agg.average_score:.2f}"
+        print(f"{row.dimension_value:<10}{agg.rated:>8}{agg.satisfied:>11}{csat:>9}{avg:>11}")
     print("\nworker /metrics (selection):")
     for (name, labels), value in sorted(samples.items()):
         if name.startswith(("satpulse_feedback_", "satpulse_dead_letters", "satpulse_window_csat")):

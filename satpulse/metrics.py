@@ -47,3 +47,19 @@ SINK_FLUSH_SECONDS = Histogram("satpulse_sink_flush_seconds", "Duration of a suc
 # failed sink write attempts (each is retried)
 SINK_ERRORS = Counter("satpulse_sink_errors_total", "Failed sink write attempts, retried", ["sink"],
                       registry=REGISTRY)
+# case resolution time (resolved - created) by channel and priority; buckets hold every SLA target of the alert rules
+RESOLUTION_SECONDS = Histogram("satpulse_resolution_seconds", "Support-case resolution time in seconds",
+                               ["channel", "priority"],
+                               buckets=(300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800, 259200,
+                                        604800), registry=REGISTRY)
+# webhook requests answered by the ingestion service, by vendor (fixed route set), outcome (accepted, refused)
+# and reason (ok, an adapters.signatures.AUTH_REASONS code, replay, bad_payload, too_large, unavailable)
+INGEST_REQUESTS = Counter("satpulse_ingest_requests_total", "Webhook requests answered, by vendor/outcome/reason",
+                          ["vendor", "outcome", "reason"], registry=REGISTRY)
+# time from request to answer of the ingestion service, by vendor (includes the broker acknowledgement)
+INGEST_REQUEST_SECONDS = Histogram("satpulse_ingest_request_seconds", "Webhook request duration until answered",
+                                   ["vendor"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                        2.5, 5, 10), registry=REGISTRY)
+# rows of historical imports (satpulse import), by outcome (published, partial, rejected, no_event)
+IMPORT_ROWS = Counter("satpulse_import_rows_total", "Rows read by satpulse import, by outcome", ["outcome"],
+                      registry=REGISTRY)

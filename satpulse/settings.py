@@ -54,7 +54,34 @@ class Settings(BaseSettings):
     redact_personal_data: bool = False
     pseudonymisation_key: SecretStr | None = None
 
-    dimensions: list[str] = Field(default_factory=lambda: ["all", "channel"])
+    # window cells are kept for each of these (all = the total); values missing on a record count as "unknown"
+    dimensions: list[str] = Field(
+        default_factory=lambda: ["all", "channel", "team", "agent", "category", "product", "source"])
+    # SLA targets in seconds per normalised priority (low, medium, high, urgent); no target: never breached
+    sla_first_response_seconds: dict[str, int] = Field(
+        default_factory=lambda: {"urgent": 3600, "high": 4 * 3600, "medium": 8 * 3600, "low": 24 * 3600})
+    sla_resolution_seconds: dict[str, int] = Field(
+        default_factory=lambda: {"urgent": 4 * 3600, "high": 24 * 3600, "medium": 72 * 3600, "low": 168 * 3600})
+    max_duration_seconds: int = 365 * 86400  # longer first-response/resolution times are quarantined as absurd
+    entity_horizon_seconds: int = 7 * 86400  # ratings/cases idle this long (event time) leave memory
+
+    # ingestion service (adapters/service.py, docs/adapters.md): webhooks -> ingest topic
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 8088
+    ingest_max_body_bytes: int = 1024 * 1024  # larger bodies are refused with 413
+    ingest_signature_tolerance_seconds: int = 300  # signed timestamps further from now are refused (401)
+    ingest_replay_cache_size: int = 100_000  # delivery ids remembered for replay protection (LRU)
+    ingest_replay_ttl_seconds: int = 86_400  # ... and for how long
+    ingest_publish_timeout_seconds: float = 30.0  # no broker acknowledgement within this: 503, nothing committed
+    # per-vendor webhook secrets; a vendor without one refuses every request (401 not_configured)
+    zendesk_webhook_secret: SecretStr | None = None
+    intercom_client_secret: SecretStr | None = None
+    helpscout_webhook_secret: SecretStr | None = None
+    chatwoot_webhook_secret: SecretStr | None = None
+    freshdesk_webhook_token: SecretStr | None = None  # sent by the automation rule as header X-Satpulse-Token
+    freshdesk_basic_user: str | None = None  # or HTTP basic auth configured on the rule
+    freshdesk_basic_password: SecretStr | None = None
+    generic_webhook_secret: SecretStr | None = None
 
 
 @lru_cache(maxsize=1)

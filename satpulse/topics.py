@@ -21,6 +21,8 @@ class Topics:
     tickets: str
     # final window results: Avro single-object, schemas/window_metric.avsc, key = dimension|value|start|size
     metrics: str
+    # clean events that arrived after their window was final (applied as corrections): the clean Avro payload
+    late: str
     # inputs that could not be processed, with reason and origin: Avro single-object, schemas/dead_letter.avsc
     dead_letter: str
 
@@ -34,6 +36,7 @@ def for_namespace(namespace: str) -> Topics:
         feedback=f"{namespace}.feedback.v1",
         tickets=f"{namespace}.tickets.v1",
         metrics=f"{namespace}.metrics.window.v1",
+        late=f"{namespace}.late.v1",
         dead_letter=f"{namespace}.deadletter.v1",
     )
 
@@ -43,5 +46,6 @@ INGEST = _current.ingest
 FEEDBACK = _current.feedback
 TICKETS = _current.tickets
 METRICS = _current.metrics
+LATE = _current.late
 DEAD_LETTER = _current.dead_letter
 ALL_TOPICS: tuple[str, ...] = _current.all()

@@ -2,7 +2,8 @@
 
 Runs on ClickHouse 18.16 (Debian) and current ClickHouse (chDB, docker-compose) alike, so it avoids
 DateTime64, ``IF NOT EXISTS`` on columns and dedup tokens. Idempotence comes from the table design:
-ReplacingMergeTree keyed by identity, versioned by source offset or rating version; readers use FINAL.
+ReplacingMergeTree keyed by identity (source offset included), versioned by source offset; readers use
+FINAL or argMax.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from sinks.clickhouse import ClickHouse
 # (version, statements); {db} is replaced by the database name. Append only: never edit a released step.
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, (
-        # full state of one window cell contributed by one source partition; the highest version wins
-        """CREATE TABLE IF NOT EXISTS {db}.feedback_window_partials (
+        # full state of one window cell contributed by one source (topic, partition); the highest version
+        # (= highest source offset included) wins. Not partitioned, so that one insert is atomic.
+        """CREATE TABLE IF NOT EXISTS {db}.window_cells (
             dimension String,
             dimension_value String,
             window_seconds UInt32,
@@ -26,11 +28,24 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             satisfied UInt64,
             scored UInt64,
             score_micros UInt64,
+            score_hist Array(UInt64),
+            created UInt64,
+            reopened UInt64,
+            first_responses UInt64,
+            first_response_ms UInt64,
+            first_response_sketch_keys Array(UInt16),
+            first_response_sketch_counts Array(UInt64),
+            first_response_breaches UInt64,
+            resolved UInt64,
+            resolution_ms UInt64,
+            resolution_sketch_keys Array(UInt16),
+            resolution_sketch_counts Array(UInt64),
+            resolution_breaches UInt64,
             version UInt64,
             written_at DateTime
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY (dimension, dimension_value, window_seconds, window_start, source_topic, source_partition)""",
-        # clean feedback events, latest version of each rating
+        # every version of every rating as cleaned; latest version = argMax(..., rating_version)
         """CREATE TABLE IF NOT EXISTS {db}.feedback_events (
             rating_id String,
             rating_version UInt64,
@@ -53,9 +68,30 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             comment Nullable(String),
             source_partition UInt16,
             source_offset UInt64
-        ) ENGINE = ReplacingMergeTree(rating_version)
+        ) ENGINE = ReplacingMergeTree
         PARTITION BY toYYYYMM(event_time)
-        ORDER BY (channel, rating_id)""",
+        ORDER BY (rating_id, rating_version, source_partition, source_offset)""",
+        # every support-case lifecycle event as cleaned
+        """CREATE TABLE IF NOT EXISTS {db}.ticket_events (
+            ticket_id String,
+            event_id String,
+            status String,
+            source String,
+            channel String,
+            event_time DateTime,
+            event_time_ms UInt64,
+            ingest_time_ms UInt64,
+            priority Nullable(String),
+            agent Nullable(String),
+            team Nullable(String),
+            category Nullable(String),
+            product Nullable(String),
+            customer_id Nullable(String),
+            source_partition UInt16,
+            source_offset UInt64
+        ) ENGINE = ReplacingMergeTree
+        PARTITION BY toYYYYMM(event_time)
+        ORDER BY (ticket_id, event_id, source_partition, source_offset)""",
     )),
 )
 

@@ -1,9 +1,10 @@
-"""Reads and writes of window cells and clean feedback events in ClickHouse (blocking; run off the loop).
+"""Reads and writes of window cells and clean events in ClickHouse (blocking; run off the event loop).
 
-Write contract: :meth:`WindowStore.write` inserts the batch's clean events, then its window rows, each as
+Write contract: :meth:`WindowStore.write` inserts the batch's clean events, then its window cells, each as
 one block; when it returns, both are durable and the caller may acknowledge the source offsets. It raises
-ClickHouseError on failure and may be retried with the same batch: rows replace themselves (same key,
-same version), so a retry or a replay after a crash never counts twice.
+ClickHouseError on failure and may be retried with the same batch: rows replace themselves (same key, same
+version), so a retry or a replay after a crash never counts twice. Events are written before cells, so the
+events of every offset a cell includes are in the store (entities are rebuilt from them after a restart).
 """
 
 from __future__ import annotations
@@ -13,17 +14,68 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sinks.clickhouse import ClickHouse
-from streams.windows import CellRow, FeedbackAgg, WindowKey
+from streams.aggregates import WindowAgg
+from streams.entities import RatingState, WindowKey
+from streams.windows import CellRow, Source
 
-PARTIAL_COLUMNS = ("dimension", "dimension_value", "window_seconds", "window_start", "source_topic",
-                   "source_partition", "rated", "satisfied", "scored", "score_micros", "version", "written_at")
-EVENT_COLUMNS = ("rating_id", "rating_version", "event_id", "source", "channel", "event_time", "event_time_ms",
-                 "ingest_time_ms", "ticket_id", "agent", "team", "category", "product", "customer_id",
-                 "native_value", "native_scale", "score", "satisfied", "comment", "source_partition",
-                 "source_offset")
+# WindowAgg fields in column order; sketches are stored as parallel key/count arrays
+_SCALARS = ("rated", "satisfied", "scored", "score_micros")
+_CASE_SCALARS = ("created", "reopened", "first_responses", "first_response_ms")
+_RESOLUTION_SCALARS = ("resolved", "resolution_ms")
+CELL_COLUMNS = ("dimension", "dimension_value", "window_seconds", "window_start", "source_topic",
+                "source_partition", *_SCALARS, "score_hist", *_CASE_SCALARS, "first_response_sketch_keys",
+                "first_response_sketch_counts", "first_response_breaches", *_RESOLUTION_SCALARS,
+                "resolution_sketch_keys", "resolution_sketch_counts", "resolution_breaches", "version",
+                "written_at")
+# the same, merged over sources: what totals and reports select
+MERGED_AGG_SQL = ", ".join([
+    *(f"sum({c})" for c in _SCALARS), "sumForEach(score_hist)", *(f"sum({c})" for c in _CASE_SCALARS),
+    "sumMap(first_response_sketch_keys, first_response_sketch_counts)", "sum(first_response_breaches)",
+    *(f"sum({c})" for c in _RESOLUTION_SCALARS), "sumMap(resolution_sketch_keys, resolution_sketch_counts)",
+    "sum(resolution_breaches)"])
+_SINGLE_AGG_SQL = ", ".join([
+    *_SCALARS, "score_hist", *_CASE_SCALARS, "(first_response_sketch_keys, first_response_sketch_counts)",
+    "first_response_breaches", *_RESOLUTION_SCALARS, "(resolution_sketch_keys, resolution_sketch_counts)",
+    "resolution_breaches"])
+DIMENSION_COLUMNS = ("channel", "team", "agent", "category", "product", "source")
+FEEDBACK_COLUMNS = ("rating_id", "rating_version", "event_id", "source", "channel", "event_time", "event_time_ms",
+                    "ingest_time_ms", "ticket_id", "agent", "team", "category", "product", "customer_id",
+                    "native_value", "native_scale", "score", "satisfied", "comment", "source_partition",
+                    "source_offset")
+TICKET_COLUMNS = ("ticket_id", "event_id", "status", "source", "channel", "event_time", "event_time_ms",
+                  "ingest_time_ms", "priority", "agent", "team", "category", "product", "customer_id",
+                  "source_partition", "source_offset")
+# (partition, offset, clean record)
+StoredEvent = tuple[int, int, Mapping[str, Any]]
 
 
-def _event_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any, ...]:
+def agg_from_row(values: Sequence[Any]) -> WindowAgg:
+    """A WindowAgg from the columns of MERGED_AGG_SQL (or the single-row equivalent)."""
+    v = list(values)
+
+    def sketch(pair: Any) -> dict[int, int]:
+        keys, counts = pair
+        return {int(k): int(c) for k, c in zip(keys, counts, strict=True) if int(c)}
+
+    hist = [int(x) for x in v[4]] or [0] * 5
+    return WindowAgg(
+        rated=int(v[0]), satisfied=int(v[1]), scored=int(v[2]), score_micros=int(v[3]), score_hist=hist,
+        created=int(v[5]), reopened=int(v[6]), first_responses=int(v[7]), first_response_ms=int(v[8]),
+        first_response_sketch=sketch(v[9]), first_response_breaches=int(v[10]), resolved=int(v[11]),
+        resolution_ms=int(v[12]), resolution_sketch=sketch(v[13]), resolution_breaches=int(v[14]))
+
+
+def _cell_row(row: CellRow, window_seconds: int, now: int) -> tuple[Any, ...]:
+    a = row.agg
+    fr, res = sorted(a.first_response_sketch.items()), sorted(a.resolution_sketch.items())
+    return (row.key[0], row.key[1], window_seconds, row.key[2] // 1000, row.source[0], row.source[1],
+            a.rated, a.satisfied, a.scored, a.score_micros, list(a.score_hist), a.created, a.reopened,
+            a.first_responses, a.first_response_ms, [k for k, _ in fr], [c for _, c in fr],
+            a.first_response_breaches, a.resolved, a.resolution_ms, [k for k, _ in res], [c for _, c in res],
+            a.resolution_breaches, row.version, now)
+
+
+def _feedback_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any, ...]:
     satisfied = None if r["satisfied"] is None else int(r["satisfied"])
     return (r["rating_id"], r["rating_version"], r["event_id"], r["source"], r["channel"],
             r["event_time"] // 1000, r["event_time"], r["ingest_time"], r["ticket_id"], r["agent"], r["team"],
@@ -31,72 +83,114 @@ def _event_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any, 
             satisfied, r["comment"], partition, offset)
 
 
-class WindowStore:
-    """Window cells of one source topic, for one window size."""
+def _ticket_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (r["ticket_id"], r["event_id"], r["status"], r["source"], r["channel"], r["event_time"] // 1000,
+            r["event_time"], r["ingest_time"], r["priority"], r["agent"], r["team"], r["category"], r["product"],
+            r["customer_id"], partition, offset)
 
-    def __init__(self, ch: ClickHouse, source_topic: str, window_seconds: int) -> None:
+
+class WindowStore:
+    """Window cells of one window size, and the clean events they were computed from."""
+
+    def __init__(self, ch: ClickHouse, feedback_topic: str, tickets_topic: str, window_seconds: int) -> None:
         self.ch = ch
         self.db = ch.database
-        self.source_topic = source_topic
+        self.feedback_topic = feedback_topic
+        self.tickets_topic = tickets_topic
         self.window_seconds = window_seconds
 
-    def persisted_offset(self, partition: int) -> int:
-        """Highest source offset already contained in stored window cells of ``partition`` (-1: none)."""
+    def persisted_offset(self, source: Source) -> int:
+        """Highest offset of ``source`` already contained in stored window cells (-1: none)."""
         rows = self.ch.query(
-            f"SELECT count(), max(version) FROM {self.db}.feedback_window_partials "
+            f"SELECT count(), max(version) FROM {self.db}.window_cells "
             "WHERE source_topic = %(t)s AND source_partition = %(p)s AND window_seconds = %(w)s",
-            {"t": self.source_topic, "p": partition, "w": self.window_seconds})
+            {"t": source[0], "p": source[1], "w": self.window_seconds})
         count, version = rows[0]
         return int(version) if int(count) else -1
 
-    def load_cells(self, partition: int, keys: Iterable[WindowKey]) -> dict[WindowKey, tuple[FeedbackAgg, int]]:
-        """The stored state and version of ``keys`` for ``partition`` (keys never written are absent)."""
-        wanted = set(keys)
-        if not wanted:
-            return {}
-        starts = sorted({k[2] // 1000 for k in wanted})
-        rows = self.ch.query(
-            "SELECT dimension, dimension_value, toUInt32(window_start), rated, satisfied, scored, score_micros, "
-            f"version FROM {self.db}.feedback_window_partials FINAL "
-            "WHERE source_topic = %(t)s AND source_partition = %(p)s AND window_seconds = %(w)s "
-            "AND toUInt32(window_start) IN %(starts)s",
-            {"t": self.source_topic, "p": partition, "w": self.window_seconds, "starts": tuple(starts)})
-        found: dict[WindowKey, tuple[FeedbackAgg, int]] = {}
-        for dimension, value, start, rated, satisfied, scored, score_micros, version in rows:
-            key = (dimension, value, int(start) * 1000)
-            if key in wanted:
-                agg = FeedbackAgg(int(rated), int(satisfied), int(scored), int(score_micros))
-                found[key] = (agg, int(version))
-        return found
-
-    def totals(self, keys: Iterable[WindowKey]) -> dict[WindowKey, FeedbackAgg]:
-        """Stored state of ``keys`` summed over every source partition (all workers' contributions)."""
+    def load_cells(self, source: Source, keys: Iterable[WindowKey]) -> dict[WindowKey, tuple[WindowAgg, int]]:
+        """Stored state and version of ``keys`` for ``source`` (keys never written are absent)."""
         wanted = set(keys)
         if not wanted:
             return {}
         rows = self.ch.query(
-            "SELECT dimension, dimension_value, toUInt32(window_start) AS ws, sum(rated), sum(satisfied), "
-            f"sum(scored), sum(score_micros) FROM {self.db}.feedback_window_partials FINAL "
-            "WHERE source_topic = %(t)s AND window_seconds = %(w)s AND toUInt32(window_start) IN %(starts)s "
-            "AND dimension IN %(dims)s GROUP BY dimension, dimension_value, ws",
-            {"t": self.source_topic, "w": self.window_seconds, "starts": tuple({k[2] // 1000 for k in wanted}),
-             "dims": tuple({k[0] for k in wanted})})
-        found: dict[WindowKey, FeedbackAgg] = {}
-        for dimension, value, start, rated, satisfied, scored, score_micros in rows:
-            key = (dimension, value, int(start) * 1000)
+            f"SELECT dimension, dimension_value, toUInt32(window_start), {_SINGLE_AGG_SQL}, version "
+            f"FROM {self.db}.window_cells FINAL WHERE source_topic = %(t)s AND source_partition = %(p)s "
+            "AND window_seconds = %(w)s AND toUInt32(window_start) IN %(starts)s",
+            {"t": source[0], "p": source[1], "w": self.window_seconds,
+             "starts": tuple({k[2] // 1000 for k in wanted})})
+        found = {}
+        for row in rows:
+            key = (row[0], row[1], int(row[2]) * 1000)
             if key in wanted:
-                found[key] = FeedbackAgg(int(rated), int(satisfied), int(scored), int(score_micros))
+                found[key] = (agg_from_row(row[3:-1]), int(row[-1]))
         return found
 
-    def write(self, cells: Sequence[CellRow], events: Sequence[tuple[int, int, Mapping[str, Any]]]) -> None:
-        """Persist clean events (partition, offset, record) and then window cells. Blocks; raises
+    def totals(self, keys: Iterable[WindowKey]) -> dict[WindowKey, WindowAgg]:
+        """Stored state of ``keys`` summed over every source (all workers' contributions)."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        rows = self.ch.query(
+            f"SELECT dimension, dimension_value, toUInt32(window_start) AS ws, {MERGED_AGG_SQL} "
+            f"FROM {self.db}.window_cells FINAL WHERE window_seconds = %(w)s "
+            "AND source_topic IN %(topics)s AND toUInt32(window_start) IN %(starts)s AND dimension IN %(dims)s "
+            "GROUP BY dimension, dimension_value, ws",
+            {"w": self.window_seconds, "topics": (self.feedback_topic, self.tickets_topic),
+             "starts": tuple({k[2] // 1000 for k in wanted}), "dims": tuple({k[0] for k in wanted})})
+        found = {}
+        for row in rows:
+            key = (row[0], row[1], int(row[2]) * 1000)
+            if key in wanted:
+                found[key] = agg_from_row(row[3:])
+        return found
+
+    def load_ratings(self, source: Source, ids: Iterable[str], max_offset: int) -> dict[str, RatingState]:
+        """Latest version of each rating among the source's events up to ``max_offset``."""
+        wanted = tuple(set(ids))
+        if not wanted or max_offset < 0:
+            return {}
+        rows = self.ch.query(
+            "SELECT rating_id, rating_version, event_id, event_time_ms, "
+            f"{', '.join(DIMENSION_COLUMNS)}, satisfied, score FROM {self.db}.feedback_events "
+            "WHERE rating_id IN %(ids)s AND source_partition = %(p)s AND source_offset <= %(o)s",
+            {"ids": wanted, "p": source[1], "o": max_offset})
+        found: dict[str, RatingState] = {}
+        for r in rows:
+            dims = tuple(zip(DIMENSION_COLUMNS, r[4:10], strict=True))
+            state = RatingState(int(r[1]), r[2], int(r[3]), dims, None if r[10] is None else bool(r[10]), r[11])
+            old = found.get(r[0])
+            if old is None or (state.version, state.event_id) > (old.version, old.event_id):
+                found[r[0]] = state
+        return found
+
+    def load_ticket_events(self, source: Source, ids: Iterable[str], max_offset: int
+                           ) -> dict[str, list[dict[str, Any]]]:
+        """Every stored lifecycle event of each case among the source's events up to ``max_offset``."""
+        wanted = tuple(set(ids))
+        if not wanted or max_offset < 0:
+            return {}
+        rows = self.ch.query(
+            f"SELECT ticket_id, event_id, status, event_time_ms, priority, {', '.join(DIMENSION_COLUMNS)} "
+            f"FROM {self.db}.ticket_events "
+            "WHERE ticket_id IN %(ids)s AND source_partition = %(p)s AND source_offset <= %(o)s",
+            {"ids": wanted, "p": source[1], "o": max_offset})
+        found: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            record = {"ticket_id": r[0], "event_id": r[1], "status": r[2], "event_time": int(r[3]),
+                      "priority": r[4], **dict(zip(DIMENSION_COLUMNS, r[5:11], strict=True))}
+            found.setdefault(r[0], []).append(record)
+        return found
+
+    def write(self, cells: Sequence[CellRow], feedback: Sequence[StoredEvent], tickets: Sequence[StoredEvent]
+              ) -> None:
+        """Persist clean events (partition, offset, record), then window cells. Blocks; raises
         ClickHouseError. Idempotent for the same input."""
-        if events:
-            self.ch.insert(f"{self.db}.feedback_events", EVENT_COLUMNS,
-                           [_event_row(p, o, r) for p, o, r in events])
+        if feedback:
+            self.ch.insert(f"{self.db}.feedback_events", FEEDBACK_COLUMNS, [_feedback_row(*e) for e in feedback])
+        if tickets:
+            self.ch.insert(f"{self.db}.ticket_events", TICKET_COLUMNS, [_ticket_row(*e) for e in tickets])
         if cells:
             now = int(time.time())
-            self.ch.insert(f"{self.db}.feedback_window_partials", PARTIAL_COLUMNS, [
-                (c.key[0], c.key[1], self.window_seconds, c.key[2] // 1000, self.source_topic, c.partition,
-                 c.agg.rated, c.agg.satisfied, c.agg.scored, c.agg.score_micros, c.version, now)
-                for c in cells])
+            self.ch.insert(f"{self.db}.window_cells", CELL_COLUMNS,
+                           [_cell_row(c, self.window_seconds, now) for c in cells])

@@ -27,6 +27,8 @@ REASONS: tuple[str, ...] = (
     "bad_timestamp",  # unparseable or impossible timestamp / time zone
     "future_timestamp",  # event time further in the future than the tolerance
     "unknown_status",  # ticket status not in the lifecycle
+    "negative_duration",  # a case's first response or resolution before its creation (window stage)
+    "absurd_duration",  # a case duration above max_duration_seconds (window stage)
 )
 
 TICKET_STATUSES = ("created", "first_response", "resolved", "reopened", "closed")

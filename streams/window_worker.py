@@ -1,6 +1,6 @@
-"""The window stage between the Faust agent and the store: load state, count, persist, finalise.
+"""The window stage between the Faust agents and the store: load state, fold entities, persist, finalise.
 
-Blocking (ClickHouse I/O): the agent runs every call on one dedicated thread, one call at a time.
+Blocking (ClickHouse I/O): the agents run every call on one dedicated thread, one call at a time.
 """
 
 from __future__ import annotations
@@ -8,44 +8,77 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from satpulse import metrics
 from sinks.clickhouse import ClickHouseError
 from sinks.window_store import WindowStore
-from streams.windows import FeedbackAgg, Windower, WindowKey
+from streams.aggregates import WindowAgg
+from streams.entities import (
+    CaseRules,
+    CaseState,
+    Contribution,
+    WindowKey,
+    apply_ticket_event,
+    case_contribution,
+    newer_rating,
+    rating_contribution,
+    rating_state,
+)
+from streams.windows import Source, Windower
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# (source partition, offset, clean feedback record)
-Item = tuple[int, int, Mapping[str, Any]]
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One clean event from a source: ``kind`` is feedback or ticket."""
+
+    topic: str
+    partition: int
+    offset: int
+    kind: str
+    record: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class FinalWindow:
+class Quarantined:
+    """A lifecycle event whose duration is not counted (reason: negative_duration or absurd_duration)."""
+
+    item: Item
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class BatchResult:
+    late: list[Item] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
     key: WindowKey
-    agg: FeedbackAgg
+    agg: WindowAgg
+    is_final: bool
 
 
 class WindowWorker:
     """Owns the :class:`Windower` and the :class:`WindowStore` of one worker process."""
 
-    def __init__(self, windower: Windower, store: WindowStore, retry_max_seconds: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, windower: Windower, store: WindowStore, dimensions: Iterable[str], rules: CaseRules,
+                 retry_max_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> None:
         self.windower = windower
         self.store = store
+        self.dimensions = tuple(dimensions)
+        self.rules = rules
         self.retry_max_seconds = retry_max_seconds
         self._sleep = sleep
-        self._stopping = False
         self._late_reported = 0
         self._gauge_window: dict[tuple[str, str], int] = {}  # window start shown by the gauges
-
-    def stop(self) -> None:
-        """Make a retry loop give up (raises ClickHouseError out of :meth:`process`)."""
-        self._stopping = True
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         delay = 0.2
@@ -54,71 +87,153 @@ class WindowWorker:
                 return call()
             except ClickHouseError as exc:
                 metrics.SINK_ERRORS.labels("clickhouse").inc()
-                if self._stopping:
-                    raise
                 log.warning("ClickHouse %s failed, retrying in %.1fs: %s", what, delay, exc)
                 self._sleep(delay)
                 delay = min(delay * 2, self.retry_max_seconds)
 
-    def _prepare(self, partition: int, items: Sequence[Item]) -> None:
+    # --- entities ---------------------------------------------------------------------------------------
+    def _contribution(self, kind: str, state: Any) -> tuple[Contribution, frozenset[str]]:
+        window_ms = self.windower.window_ms
+        if kind == "feedback":
+            return rating_contribution(state, self.dimensions, window_ms), frozenset()
+        return case_contribution(state, self.dimensions, window_ms, self.rules)
+
+    def _load_entities(self, source: Source, kind: str, ids: set[str]) -> None:
         w = self.windower
-        if not w.is_loaded(partition):
-            w.load_partition(partition, self._retry("read", lambda: self.store.persisted_offset(partition)))
-        pairs = [(offset, record) for _, offset, record in items]
-        missing = w.missing_cells(partition, pairs)
+        missing = w.missing_entities(source, ids)
         if not missing:
             return
-        stored = self._retry("read", lambda: self.store.load_cells(partition, missing))
-        if any(version > w.partitions[partition].persisted_offset for _, version in stored.values()):
-            # another worker wrote this partition after we read its high-water mark (rebalance): start over
-            w.drop_partition(partition)
-            self._prepare(partition, items)
-            return
-        w.load_cells(partition, missing, {k: agg for k, (agg, _) in stored.items()})
+        hwm = w.sources[source].persisted_offset
+        loaded: dict[str, tuple[Any, Contribution, int]] = {}
+        if kind == "feedback":
+            for rid, rating in self._retry("read", lambda: self.store.load_ratings(source, missing, hwm)).items():
+                loaded[rid] = (rating, self._contribution(kind, rating)[0], rating.event_time)
+        else:
+            events = self._retry("read", lambda: self.store.load_ticket_events(source, missing, hwm))
+            for tid, records in events.items():
+                case: CaseState | None = None
+                for record in records:
+                    case = apply_ticket_event(case, record)
+                assert case is not None
+                loaded[tid] = (case, self._contribution(kind, case)[0], case.last_event_time)
+        w.load_entities(source, loaded)
 
-    def process(self, items: Sequence[Item], now: float) -> None:
-        """Count a batch and persist it. Returns only once ClickHouse holds it (retrying with back-off while
-        it is down: the caller is blocked, which is the back-pressure); then the offsets may be acked."""
-        self.windower.wake(now)
-        by_partition: dict[int, list[Item]] = defaultdict(list)
-        for item in items:
-            by_partition[item[0]].append(item)
-        added: list[Item] = []
-        for partition, part_items in by_partition.items():
-            self._prepare(partition, part_items)
-            for item in part_items:
-                if self.windower.add(partition, item[1], item[2], now):
-                    added.append(item)
+    def _prepare_source(self, source: Source) -> None:
+        if not self.windower.has_source(source):
+            self.windower.ensure_source(source, self._retry("read", lambda: self.store.persisted_offset(source)))
+
+    def _load_cells(self, source: Source, keys: set[WindowKey]) -> bool:
+        """Load missing cells; False when another worker wrote this source meanwhile (state dropped)."""
+        w = self.windower
+        missing = w.missing_cells(source, keys)
+        if not missing:
+            return True
+        stored = self._retry("read", lambda: self.store.load_cells(source, missing))
+        if any(version > w.sources[source].persisted_offset for _, version in stored.values()):
+            w.drop_source(source)  # a rebalance let another worker write after we read the high-water mark
+            return False
+        w.load_cells(source, missing, {k: agg for k, (agg, _) in stored.items()})
+        return True
+
+    def _process_source(self, source: Source, items: Sequence[Item], now: float, result: BatchResult) -> None:
+        w = self.windower
+        while True:
+            self._prepare_source(source)
+            new = [i for i in items if w.is_new(source, i.offset)]
+            for item in items:
+                w.observe(source, item.offset, item.record["event_time"], now)
+            metrics.REPLAY_SKIPPED.inc(len(items) - len(new))
+            if not new:
+                return
+            kind = new[0].kind
+            self._load_entities(source, kind, {_entity_id(kind, i.record) for i in new})
+            # fold the batch into each entity; only the final state per entity matters for the cells
+            states: dict[str, Any] = {}
+            last_item: dict[str, Item] = {}
+            for item in new:
+                eid = _entity_id(kind, item.record)
+                old = states[eid] if eid in states else w.entity(source, eid)
+                if kind == "feedback":
+                    states[eid] = newer_rating(old, rating_state(item.record))
                 else:
-                    metrics.REPLAY_SKIPPED.inc()
+                    states[eid] = apply_ticket_event(old, item.record)
+                last_item[eid] = item
+            changes = []
+            keys: set[WindowKey] = set()
+            for eid, state in states.items():
+                old_state = w.entity(source, eid)
+                old_contribution, old_quarantine = (
+                    self._contribution(kind, old_state) if old_state is not None else ((), frozenset()))
+                contribution, quarantine = self._contribution(kind, state)
+                keys.update(k for k, _ in old_contribution)
+                keys.update(k for k, _ in contribution)
+                changes.append((eid, state, contribution))
+                for reason in quarantine - old_quarantine:
+                    result.quarantined.append(Quarantined(last_item[eid], reason, _describe(state, reason)))
+            if not self._load_cells(source, keys):
+                continue  # state was dropped: start this source over from the store
+            for eid, state, contribution in changes:
+                w.apply(source, eid, state, contribution, last_item[eid].record["event_time"])
+            result.late.extend(i for i in new if w.count_late(i.record["event_time"]))
+            return
+
+    def process(self, items: Sequence[Item], now: float) -> BatchResult:
+        """Count a batch and persist it. Returns only once ClickHouse holds it (retrying with back-off while
+        it is down: the caller is blocked, which is the back-pressure); then the offsets may be acked.
+        ``now`` is wall-clock epoch seconds."""
+        self.windower.wake(now)
+        result = BatchResult()
+        by_source: dict[Source, list[Item]] = defaultdict(list)
+        for item in items:
+            by_source[(item.topic, item.partition)].append(item)
+        for source, source_items in by_source.items():
+            self._process_source(source, source_items, now, result)
         rows = self.windower.dirty_rows()
+        feedback = [(i.partition, i.offset, i.record) for i in items if i.kind == "feedback"]
+        tickets = [(i.partition, i.offset, i.record) for i in items if i.kind == "ticket"]
         started = time.perf_counter()
-        self._retry("write", lambda: self.store.write(rows, added))
+        self._retry("write", lambda: self.store.write(rows, feedback, tickets))
         metrics.SINK_FLUSH_SECONDS.labels("clickhouse").observe(time.perf_counter() - started)
-        metrics.SINK_BATCH_ROWS.labels("clickhouse").observe(len(rows) + len(added))
+        metrics.SINK_BATCH_ROWS.labels("clickhouse").observe(len(rows) + len(items))
         self.windower.mark_persisted(rows)
-        for _, _, record in added:
+        for _, _, record in feedback:
             if record.get("satisfied") is not None:
                 metrics.FEEDBACK_RATED.labels(record["channel"]).inc()
                 if record["satisfied"]:
                     metrics.FEEDBACK_SATISFIED.labels(record["channel"]).inc()
+        return result
 
-    def tick(self, now: float) -> list[FinalWindow]:
-        """Advance the watermark; returns the windows that became final or were corrected since the last
-        tick, with totals read from the store (every worker's partitions), and updates the gauges."""
-        keys = self.windower.finalise(now)
+    def tick(self, now: float) -> list[WindowResult]:
+        """Advance the watermark; returns final windows (new, or corrected by late events) and current
+        results of open windows changed since the last tick, with totals read from the store (every
+        worker's sources); updates the gauges from final windows."""
+        final, current = self.windower.finalise(now)
         metrics.LATE_EVENTS.inc(self.windower.late_events - self._late_reported)
         self._late_reported = self.windower.late_events
         watermark = self.windower.watermark(now)
         if watermark >= 0:
-            metrics.WATERMARK_DELAY.set(max(0.0, time.time() - watermark / 1000))
+            metrics.WATERMARK_DELAY.set(max(0.0, now - watermark / 1000))
+        keys = final | current
         totals = self._retry("read", lambda: self.store.totals(keys)) if keys else {}
         window = f"{self.windower.window_ms // 1000}s"
         for (dimension, value, start), agg in sorted(totals.items(), key=lambda kv: kv[0][2]):
-            if start < self._gauge_window.get((dimension, value), -1):
-                continue  # a correction of an older window: the gauges show the latest one
+            if (dimension, value, start) not in final or start < self._gauge_window.get((dimension, value), -1):
+                continue  # the gauges show the latest final window
             self._gauge_window[(dimension, value)] = start
+            if dimension not in ("all", "channel", "team"):
+                continue  # bounded label cardinality: agents, products, categories stay in ClickHouse
             metrics.WINDOW_RATED.labels(dimension, value, window).set(agg.rated)
             if agg.csat_percent is not None:  # undefined CSAT is left out, never exported as 0 or NaN
                 metrics.WINDOW_CSAT.labels(dimension, value, window).set(agg.csat_percent)
-        return [FinalWindow(k, a) for k, a in sorted(totals.items(), key=lambda kv: kv[0][2])]
+        return [WindowResult(k, a, k in final) for k, a in sorted(totals.items(), key=lambda kv: kv[0][2])]
+
+
+def _entity_id(kind: str, record: Mapping[str, Any]) -> str:
+    """Ratings are identified by rating_id, cases by ticket_id."""
+    return str(record["rating_id" if kind == "feedback" else "ticket_id"])
+
+
+def _describe(case: CaseState, reason: str) -> str:
+    resolved = case.resolved_at if case.resolved_at is not None else case.closed_at
+    return (f"{reason}: created_at={case.created_at} first_response_at={case.first_response_at} "
+            f"resolved_at={resolved} (ms); not counted in first-response or resolution time")

@@ -1,10 +1,16 @@
-"""Event-time tumbling windows over clean feedback, with mergeable aggregates and our own watermark.
+"""Event-time tumbling windows with our own watermark, state kept per source partition. Pure, no I/O.
 
-Pure state, no I/O: the agent feeds records in, asks for dirty rows to persist, and marks them persisted.
-State is kept per source partition so that each partition's contribution is one idempotent row per window
-(``version`` = highest source offset included): replaying a partition after a crash re-derives the same rows,
-and offsets at or below a partition's persisted high-water mark are skipped, so nothing counts twice.
-Faust's wall-clock window expiry and ``on_window_close`` are not used (faust-streaming#250, #193).
+A *source* is a (topic, partition). Each source's contribution to a window cell is one stored row with the
+full counts and, as its version, the highest offset of that source included; replaying a source after a
+crash rebuilds the same rows, and offsets at or below its persisted high-water mark are skipped, so nothing
+counts twice. Entities (ratings, cases) carry their current contribution: when an entity changes, its old
+contribution is withdrawn and the new one added. Faust's wall-clock window expiry and ``on_window_close`` are
+not used (faust-streaming#250, #193).
+
+Call order per batch and source: :meth:`Windower.ensure_source`, load missing entities
+(:meth:`missing_entities` / :meth:`load_entities`), compute transitions with :meth:`entity`,
+load missing cells (:meth:`missing_cells` / :meth:`load_cells`), :meth:`apply`; then persist
+:meth:`dirty_rows` and call :meth:`mark_persisted`.
 """
 
 from __future__ import annotations
@@ -13,90 +19,36 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SCORE_SCALE = 1_000_000  # scores are summed as integer micro-points so that sums are exact in any order
-UNKNOWN = "unknown"  # dimension value for a record that lacks it
+from streams.aggregates import WindowAgg
+from streams.entities import Contribution, WindowKey
+
+Source = tuple[str, int]  # (topic, partition)
+# a row per source written with every batch: its version is the source's high-water mark even when the batch
+# changed no cell (e.g. comment-only feedback), so a restart never re-applies an acknowledged offset
+CHECKPOINT_KEY: WindowKey = ("__checkpoint__", "", 0)
 
 
 @dataclass(slots=True)
-class FeedbackAgg:
-    """Mergeable counts of one window cell. Merge is associative and commutative."""
-
-    rated: int = 0
-    satisfied: int = 0
-    scored: int = 0
-    score_micros: int = 0
-
-    def add_record(self, record: Mapping[str, Any]) -> None:
-        """Count one clean feedback record; records without a rating are ignored."""
-        if record.get("satisfied") is None:
-            return
-        self.rated += 1
-        self.satisfied += int(bool(record["satisfied"]))
-        if record.get("score") is not None:
-            self.scored += 1
-            self.score_micros += round(record["score"] * SCORE_SCALE)
-
-    def merge(self, other: FeedbackAgg) -> None:
-        self.rated += other.rated
-        self.satisfied += other.satisfied
-        self.scored += other.scored
-        self.score_micros += other.score_micros
-
-    @property
-    def csat_percent(self) -> float | None:
-        """100 x satisfied / rated; None (not 0, not NaN) when nothing was rated."""
-        return 100.0 * self.satisfied / self.rated if self.rated else None
-
-    @property
-    def average_score(self) -> float | None:
-        return self.score_micros / SCORE_SCALE / self.scored if self.scored else None
-
-
-# (dimension, dimension value, window start in epoch ms)
-WindowKey = tuple[str, str, int]
-
-
-def window_start(event_time_ms: int, window_ms: int) -> int:
-    """Start of the tumbling window holding ``event_time_ms`` (windows are [start, start + size))."""
-    return event_time_ms - event_time_ms % window_ms
-
-
-def window_keys(record: Mapping[str, Any], dimensions: Iterable[str], window_ms: int) -> list[WindowKey]:
-    """The cells a clean feedback record counts in: one per configured dimension."""
-    start = window_start(record["event_time"], window_ms)
-    keys = []
-    for dimension in dimensions:
-        value = "all" if dimension == "all" else (record.get(dimension) or UNKNOWN)
-        keys.append((dimension, str(value), start))
-    return keys
-
-
-def aggregate(records: Iterable[Mapping[str, Any]], dimensions: Iterable[str], window_ms: int
-              ) -> dict[WindowKey, FeedbackAgg]:
-    """Batch computation of every window cell (the reference the streaming state must equal)."""
-    dims = tuple(dimensions)
-    cells: dict[WindowKey, FeedbackAgg] = {}
-    for record in records:
-        if record.get("satisfied") is None:
-            continue
-        for key in window_keys(record, dims, window_ms):
-            cells.setdefault(key, FeedbackAgg()).add_record(record)
-    return cells
+class Entity:
+    state: Any
+    contribution: Contribution
+    last_event_time: int
 
 
 @dataclass(slots=True)
-class PartitionState:
-    """Window cells of one source partition. ``persisted_offset``: highest offset already in the store."""
+class SourceState:
+    """Cells and entities of one source. ``persisted_offset``: highest offset already in the store."""
 
     persisted_offset: int = -1
     max_offset: int = -1
-    cells: dict[WindowKey, FeedbackAgg] = field(default_factory=dict)
+    cells: dict[WindowKey, WindowAgg] = field(default_factory=dict)
     dirty: set[WindowKey] = field(default_factory=set)
+    entities: dict[str, Entity] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
-class PartitionClock:
-    """Event-time progress of one assigned source partition (-1: nothing seen yet)."""
+class SourceClock:
+    """Event-time progress of one assigned source (-1: nothing seen yet)."""
 
     max_event_time: int
     last_arrival: float
@@ -104,123 +56,153 @@ class PartitionClock:
 
 @dataclass(frozen=True, slots=True)
 class CellRow:
-    """One row for the store: the full state of a cell for one source partition, versioned by offset."""
+    """One row for the store: the full state of a cell for one source, versioned by offset."""
 
-    partition: int
+    source: Source
     key: WindowKey
-    agg: FeedbackAgg
+    agg: WindowAgg
     version: int
 
 
 class Windower:
-    """Windows for the source partitions this worker owns.
+    """Window state of the sources this worker owns. Never blocks, never does I/O."""
 
-    Contract: call :meth:`needs_cells` / :meth:`load` before :meth:`add` for cells that may exist in the
-    store (restart, rebalance, eviction); :meth:`add` never blocks and never does I/O.
-    """
-
-    def __init__(self, dimensions: Iterable[str], window_seconds: int, grace_seconds: int,
-                 idle_seconds: float) -> None:
-        self.dimensions = tuple(dimensions)
+    def __init__(self, window_seconds: int, grace_seconds: int, idle_seconds: float,
+                 entity_horizon_seconds: int = 7 * 86400) -> None:
         self.window_ms = window_seconds * 1000
         self.grace_ms = grace_seconds * 1000
         self.idle_seconds = idle_seconds
-        self.partitions: dict[int, PartitionState] = {}
-        self.clocks: dict[int, PartitionClock] = {}
+        self.horizon_ms = entity_horizon_seconds * 1000
+        self.sources: dict[Source, SourceState] = {}
+        self.clocks: dict[Source, SourceClock] = {}
         self._watermark = -1
         self._finalised_until = -1  # every window ending at or before this was emitted as final
-        self._corrected: set[WindowKey] = set()  # final windows that late events changed since last finalise
+        self._corrected: set[WindowKey] = set()  # final windows changed by late events since last finalise
+        self._touched: set[WindowKey] = set()  # cells changed since the last finalise (current results)
         self.late_events = 0
+        self.evicted_entities = 0
 
-    # --- assignment and loading ---
-    def assign(self, partitions: Iterable[int], now: float) -> None:
-        """Partitions this worker now owns: each holds the watermark back until it has data or is idle."""
-        for partition in partitions:
-            self.clocks.setdefault(partition, PartitionClock(-1, now))
+    # --- assignment --------------------------------------------------------------------------------------
+    def assign(self, sources: Iterable[Source], now: float) -> None:
+        """Sources this worker now owns: each holds the watermark back until it has data or is idle."""
+        for source in sources:
+            self.clocks.setdefault(source, SourceClock(-1, now))
 
-    def revoke(self, partitions: Iterable[int]) -> None:
-        """Partitions taken away: forget their state (unpersisted events were not acked and are replayed)."""
-        for partition in partitions:
-            self.clocks.pop(partition, None)
-            self.partitions.pop(partition, None)
+    def revoke(self, sources: Iterable[Source]) -> None:
+        """Sources taken away: forget their state (unpersisted events were not acked and are replayed)."""
+        for source in sources:
+            self.clocks.pop(source, None)
+            self.sources.pop(source, None)
 
     def wake(self, now: float) -> None:
-        """Call when a batch arrives: if every partition was idle, each gets ``idle_seconds`` again to show
+        """Call when a batch arrives: if every source was idle, each gets ``idle_seconds`` again to show
         its data before it stops holding the watermark back (a burst after a quiet spell is not late)."""
         if all(now - c.last_arrival >= self.idle_seconds for c in self.clocks.values()):
             for clock in self.clocks.values():
                 clock.last_arrival = now
 
-    # --- loading --------------------------------------------------------------------------------------
-    def is_loaded(self, partition: int) -> bool:
-        return partition in self.partitions
+    # --- loading ----------------------------------------------------------------------------------------
+    def has_source(self, source: Source) -> bool:
+        return source in self.sources
 
-    def load_partition(self, partition: int, persisted_offset: int) -> None:
-        """Start tracking a partition whose store high-water mark is ``persisted_offset`` (-1: none)."""
-        self.partitions[partition] = PartitionState(persisted_offset=persisted_offset,
-                                                    max_offset=persisted_offset)
+    def ensure_source(self, source: Source, persisted_offset: int) -> None:
+        """Start tracking a source whose store high-water mark is ``persisted_offset`` (-1: none)."""
+        self.sources.setdefault(source, SourceState(persisted_offset, persisted_offset))
 
-    def drop_partition(self, partition: int) -> None:
-        """Forget a partition's window state (not its clock), to be loaded again from the store."""
-        self.partitions.pop(partition, None)
+    def drop_source(self, source: Source) -> None:
+        """Forget a source's state (not its clock), to be loaded again from the store."""
+        self.sources.pop(source, None)
 
-    def missing_cells(self, partition: int, records: Iterable[tuple[int, Mapping[str, Any]]]) -> set[WindowKey]:
-        """Cells that the (offset, record) pairs touch but that are not in memory."""
-        state = self.partitions[partition]
-        missing: set[WindowKey] = set()
-        for offset, record in records:
-            if offset > state.persisted_offset and record.get("satisfied") is not None:
-                missing.update(k for k in window_keys(record, self.dimensions, self.window_ms)
-                               if k not in state.cells)
-        return missing
+    def is_new(self, source: Source, offset: int) -> bool:
+        """False for an offset already contained in the store (a replay)."""
+        return offset > self.sources[source].persisted_offset
 
-    def load_cells(self, partition: int, keys: Iterable[WindowKey], stored: Mapping[WindowKey, FeedbackAgg]
+    def missing_entities(self, source: Source, ids: Iterable[str]) -> set[str]:
+        entities = self.sources[source].entities
+        return {i for i in ids if i not in entities}
+
+    def load_entities(self, source: Source, loaded: Mapping[str, tuple[Any, Contribution, int]]) -> None:
+        """Install entities rebuilt from the store: id -> (state, contribution, last event time)."""
+        entities = self.sources[source].entities
+        for entity_id, (state, contribution, last_time) in loaded.items():
+            entities[entity_id] = Entity(state, contribution, last_time)
+
+    def entity(self, source: Source, entity_id: str) -> Any:
+        """Current state of an entity, or None."""
+        found = self.sources[source].entities.get(entity_id)
+        return None if found is None else found.state
+
+    def missing_cells(self, source: Source, keys: Iterable[WindowKey]) -> set[WindowKey]:
+        cells = self.sources[source].cells
+        return {k for k in keys if k not in cells}
+
+    def load_cells(self, source: Source, keys: Iterable[WindowKey], stored: Mapping[WindowKey, WindowAgg]
                    ) -> None:
         """Install cells read from the store (absent ones start empty)."""
-        cells = self.partitions[partition].cells
+        cells = self.sources[source].cells
         for key in keys:
-            cells[key] = stored.get(key) or FeedbackAgg()
+            cells[key] = stored[key].copy() if key in stored else WindowAgg()
 
-    # --- processing -----------------------------------------------------------------------------------
-    def add(self, partition: int, offset: int, record: Mapping[str, Any], now: float) -> bool:
-        """Count one clean record. Returns False when the offset is already in the store (replay)."""
-        state = self.partitions[partition]
-        clock = self.clocks.setdefault(partition, PartitionClock(-1, now))
+    # --- processing -------------------------------------------------------------------------------------
+    def observe(self, source: Source, offset: int, event_time: int, now: float) -> None:
+        """Record an arrival for the watermark (every event, replays included)."""
+        clock = self.clocks.setdefault(source, SourceClock(-1, now))
         clock.last_arrival = now
-        clock.max_event_time = max(clock.max_event_time, record["event_time"])
-        if offset <= state.persisted_offset:
-            return False
-        state.max_offset = max(state.max_offset, offset)
-        if record.get("satisfied") is None:
-            return True
-        keys = window_keys(record, self.dimensions, self.window_ms)
-        if keys[0][2] + self.window_ms <= self._finalised_until:
-            self.late_events += 1  # still applied: the store takes it, and the window is emitted again
-            self._corrected.update(keys)
-        for key in keys:
-            state.cells[key].add_record(record)
-            state.dirty.add(key)
-        return True
+        clock.max_event_time = max(clock.max_event_time, event_time)
+        state = self.sources[source]
+        if offset > state.persisted_offset:
+            state.max_offset = max(state.max_offset, offset)
+
+    def apply(self, source: Source, entity_id: str, state: Any, contribution: Contribution,
+              event_time: int) -> None:
+        """Replace an entity's contribution. Every key of the old and new contribution must be loaded."""
+        src = self.sources[source]
+        old = src.entities.get(entity_id)
+        last_time = max(event_time, old.last_event_time if old else event_time)
+        if old is not None and old.contribution == contribution:
+            old.state, old.last_event_time = state, last_time
+            return
+        for key, agg in old.contribution if old else ():
+            src.cells[key].subtract(agg)
+            self._touch(src, key)
+        for key, agg in contribution:
+            src.cells[key].merge(agg)
+            self._touch(src, key)
+        src.entities[entity_id] = Entity(state, contribution, last_time)
+
+    def _touch(self, src: SourceState, key: WindowKey) -> None:
+        src.dirty.add(key)
+        self._touched.add(key)
+        if key[2] + self.window_ms <= self._finalised_until:
+            self._corrected.add(key)
+
+    def count_late(self, event_time: int) -> bool:
+        """True (and counted) when the event's window was already final."""
+        late = event_time - event_time % self.window_ms + self.window_ms <= self._finalised_until
+        self.late_events += late
+        return late
 
     def dirty_rows(self) -> list[CellRow]:
-        """Rows to persist: every dirty cell, versioned with its partition's highest offset seen."""
-        return [CellRow(p, k, s.cells[k], s.max_offset) for p, s in self.partitions.items() for k in s.dirty]
+        """Rows to persist: every dirty cell, versioned with its source's highest offset seen, and a checkpoint
+        row for every source that advanced."""
+        rows = [CellRow(s, k, st.cells[k], st.max_offset) for s, st in self.sources.items() for k in st.dirty]
+        rows += [CellRow(s, CHECKPOINT_KEY, WindowAgg(), st.max_offset) for s, st in self.sources.items()
+                 if st.max_offset > st.persisted_offset]
+        return rows
 
     def mark_persisted(self, rows: Iterable[CellRow]) -> None:
         """Record that ``rows`` are durably stored; call only after the store accepted them."""
         for row in rows:
-            state = self.partitions.get(row.partition)
+            state = self.sources.get(row.source)
             if state is not None:
                 state.dirty.discard(row.key)
-                state.persisted_offset = max(state.persisted_offset, row.version)
-        for state in self.partitions.values():
-            if not state.dirty:
-                state.persisted_offset = max(state.persisted_offset, state.max_offset)
+                if row.key == CHECKPOINT_KEY:
+                    state.persisted_offset = max(state.persisted_offset, row.version)
 
-    # --- watermark and final windows ------------------------------------------------------------------
+    # --- watermark, final windows, eviction -------------------------------------------------------------
     def watermark(self, now: float) -> int:
-        """Event-time progress (ms), monotonic; ``now`` is wall-clock epoch seconds. Every assigned partition
-        that is busy holds it back (one that has seen nothing yet holds it where it is); a partition idle for
+        """Event-time progress (ms), monotonic; ``now`` is wall-clock epoch seconds. Every assigned source
+        that is busy holds it back (one that has seen nothing yet holds it where it is); a source idle for
         ``idle_seconds`` stops holding it back; when all are idle it is the wall clock (nothing more is
         coming, so every window up to now may close) or, for data stamped ahead of the clock, the newest
         event time plus the idle time."""
@@ -230,21 +212,20 @@ class Windower:
         if busy:
             candidate = min(busy)
         elif seen:
-            candidate = max(int(now * 1000),
-                            *(c.max_event_time + int((now - c.last_arrival) * 1000) for c in seen))
+            candidate = max(int(now * 1000), *(c.max_event_time + int((now - c.last_arrival) * 1000) for c in seen))
         else:
             candidate = -1
         self._watermark = max(self._watermark, candidate)
         return self._watermark
 
-    def finalise(self, now: float) -> set[WindowKey]:
-        """Windows that became final (end + grace <= watermark) since the last call, plus final windows
-        that late events corrected since; evicts final, persisted cells from memory. Call only after the
-        rows of every processed batch were persisted, so that the store holds what is returned."""
+    def finalise(self, now: float) -> tuple[set[WindowKey], set[WindowKey]]:
+        """(final, current): windows that became final since the last call plus final windows corrected by
+        late events; and open windows changed since the last call. Evicts final, persisted cells and
+        entities idle beyond the horizon. Call only when every processed batch is persisted."""
         closed_until = self.watermark(now) - self.grace_ms
-        final = self._corrected
-        self._corrected = set()
-        for state in self.partitions.values():
+        final, self._corrected = self._corrected, set()
+        touched, self._touched = self._touched, set()
+        for state in self.sources.values():
             for key in list(state.cells):
                 end = key[2] + self.window_ms
                 if end <= closed_until:
@@ -252,5 +233,11 @@ class Windower:
                         final.add(key)
                     if key not in state.dirty:
                         del state.cells[key]
+            if not state.dirty:
+                stale = [i for i, e in state.entities.items() if e.last_event_time < closed_until - self.horizon_ms]
+                for entity_id in stale:
+                    del state.entities[entity_id]
+                self.evicted_entities += len(stale)
         self._finalised_until = max(self._finalised_until, closed_until)
-        return final
+        current = {k for k in touched if k[2] + self.window_ms > self._finalised_until}
+        return final, current

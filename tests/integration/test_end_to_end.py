@@ -21,7 +21,7 @@ from satpulse.sample import sample_submissions, write_jsonl
 from satpulse.settings import get_settings
 from satpulse.worker_process import WorkerProcess, metric_sum
 from sinks.clickhouse import connect
-from sinks.queries import csat_by_window
+from sinks.queries import windows
 
 pytestmark = pytest.mark.integration
 
@@ -125,9 +125,9 @@ def test_jsonl_to_clickhouse_and_metrics(clickhouse_url: str, tmp_path: Path) ->
     # ClickHouse: every (channel, minute) cell equals the offline answer exactly
     ch = connect(clickhouse_url)
     try:
-        stored = {(r.dimension_value, r.window_start): (r.rated, r.satisfied)
-                  for r in csat_by_window(ch, "channel", 60)}
-        stored_all = {("all", r.window_start): (r.rated, r.satisfied) for r in csat_by_window(ch, "all", 60)}
+        stored = {(r.dimension_value, r.window_start): (r.agg.rated, r.agg.satisfied)
+                  for r in windows(ch, "channel", 60)}
+        stored_all = {("all", r.window_start): (r.agg.rated, r.agg.satisfied) for r in windows(ch, "all", 60)}
         events = ch.query(f"SELECT count() FROM {ch.database}.feedback_events FINAL")[0][0]
     finally:
         ch.close()

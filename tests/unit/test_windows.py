@@ -1,163 +1,280 @@
-"""The streaming window state equals a plain batch recomputation, for any arrival order, batching,
-partitioning, crash/replay and restart from the store."""
+"""The streaming window stage (WindowWorker + Windower, against an in-memory store with ClickHouse's
+semantics) equals a plain batch recomputation, for any arrival order, batching, partitioning, rating edits,
+duplicates, crash/replay and restart from the store."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.windows import FeedbackAgg, Windower, WindowKey, aggregate, window_start
+from sinks.window_store import StoredEvent
+from streams.aggregates import WindowAgg
+from streams.entities import (
+    CaseRules,
+    RatingState,
+    WindowKey,
+    apply_ticket_event,
+    batch_cells,
+    window_start,
+)
+from streams.window_worker import Item, WindowWorker
+from streams.windows import CellRow, Source, Windower
 
 DIMS = ("all", "channel", "team")
 WINDOW_S = 60
+RULES = CaseRules({"high": 600}, {"high": 1800}, 3 * 3600 * 1000)
+BASE = 1_700_000_000_000
+FB, TK = "fb", "tk"
 
-record_st = st.fixed_dictionaries({
-    "event_time": st.integers(1_700_000_000_000, 1_700_000_000_000 + 10 * 60_000),
+
+class MemoryStore:
+    """ClickHouse semantics: cells replaced per (source, key) by the highest version; events appended."""
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[Source, WindowKey], tuple[WindowAgg, int]] = {}
+        self.feedback: list[tuple[str, StoredEvent]] = []
+        self.tickets: list[tuple[str, StoredEvent]] = []
+        self.fail_writes = 0
+
+    def persisted_offset(self, source: Source) -> int:
+        return max((v for (s, _), (_, v) in self.cells.items() if s == source), default=-1)
+
+    def load_cells(self, source: Source, keys: Iterable[WindowKey]) -> dict[WindowKey, tuple[WindowAgg, int]]:
+        return {k: (a.copy(), v) for k in keys if (cell := self.cells.get((source, k))) for a, v in [cell]}
+
+    def totals(self, keys: Iterable[WindowKey]) -> dict[WindowKey, WindowAgg]:
+        out: dict[WindowKey, WindowAgg] = {}
+        for (_, key), (agg, _) in self.cells.items():
+            if key in set(keys):
+                out.setdefault(key, WindowAgg()).merge(agg)
+        return out
+
+    def load_ratings(self, source: Source, ids: Iterable[str], max_offset: int) -> dict[str, RatingState]:
+        from streams.entities import newer_rating, rating_state
+
+        found: dict[str, RatingState] = {}
+        for _, (p, o, r) in self.feedback:
+            if p == source[1] and o <= max_offset and r["rating_id"] in set(ids):
+                found[r["rating_id"]] = newer_rating(found.get(r["rating_id"]), rating_state(r))
+        return found
+
+    def load_ticket_events(self, source: Source, ids: Iterable[str], max_offset: int
+                           ) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for _, (p, o, r) in self.tickets:
+            if p == source[1] and o <= max_offset and r["ticket_id"] in set(ids):
+                found.setdefault(r["ticket_id"], []).append(dict(r))
+        return found
+
+    def write(self, cells: Sequence[CellRow], feedback: Sequence[StoredEvent], tickets: Sequence[StoredEvent]
+              ) -> None:
+        self.feedback += [(FB, e) for e in feedback]
+        self.tickets += [(TK, e) for e in tickets]
+        for row in cells:
+            current = self.cells.get((row.source, row.key))
+            if current is None or row.version >= current[1]:
+                self.cells[(row.source, row.key)] = (row.agg.copy(), row.version)
+
+    def all_cells(self) -> dict[WindowKey, WindowAgg]:
+        out: dict[WindowKey, WindowAgg] = {}
+        for (_, key), (agg, _) in self.cells.items():
+            out.setdefault(key, WindowAgg()).merge(agg)
+        return {k: v for k, v in out.items() if not v.is_empty()}
+
+
+def new_worker(store: MemoryStore) -> WindowWorker:
+    return WindowWorker(Windower(WINDOW_S, 3600, 5), store, DIMS, RULES, sleep=lambda _: None)  # type: ignore[arg-type]
+
+
+feedback_st = st.fixed_dictionaries({
+    "kind": st.just("feedback"),
+    "rating_id": st.sampled_from([f"r{i}" for i in range(12)]),
+    "rating_version": st.integers(0, 3),
+    "event_time": st.integers(BASE, BASE + 10 * 60_000),
     "channel": st.sampled_from(["chat", "email", "phone"]),
     "team": st.sampled_from(["a", "b", None]),
     "satisfied": st.sampled_from([True, False, None]),
     "score": st.sampled_from([None, 1.0, 2.333333, 4.0, 4.444444, 5.0]),
 })
+ticket_st = st.fixed_dictionaries({
+    "kind": st.just("ticket"),
+    "ticket_id": st.sampled_from([f"t{i}" for i in range(8)]),
+    "status": st.sampled_from(["created", "first_response", "resolved", "reopened", "closed"]),
+    "event_time": st.integers(BASE, BASE + 4 * 3600_000),
+    "channel": st.sampled_from(["chat", "email"]),
+    "team": st.sampled_from(["a", None]),
+    "priority": st.sampled_from(["high", "low", None]),
+})
 
 
-class FakeStore:
-    """Stored rows per (partition, key) -> (agg, version), as ClickHouse FINAL would return them."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[int, WindowKey], tuple[FeedbackAgg, int]] = {}
-
-    def persisted_offset(self, partition: int) -> int:
-        return max((v for (p, _), (_, v) in self.rows.items() if p == partition), default=-1)
-
-    def write(self, windower: Windower) -> None:
-        rows = windower.dirty_rows()
-        for row in rows:
-            a = row.agg
-            self.rows[(row.partition, row.key)] = (FeedbackAgg(a.rated, a.satisfied, a.scored, a.score_micros),
-                                                   row.version)
-        windower.mark_persisted(rows)
-
-    def totals(self) -> dict[WindowKey, FeedbackAgg]:
-        out: dict[WindowKey, FeedbackAgg] = {}
-        for (_, key), (agg, _) in self.rows.items():
-            out.setdefault(key, FeedbackAgg()).merge(agg)
-        return out
+def finish(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every record the remaining fields; equal (rating_id, version) pairs become exact duplicates."""
+    out = []
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    for i, r in enumerate(records):
+        r = {"agent": None, "category": None, "product": None, "source": "s", **r}
+        if r["kind"] == "feedback":
+            r = seen.setdefault((r["rating_id"], r["rating_version"]), {**r, "event_id": f"e{i}"})
+        else:
+            r["event_id"] = f"e{i}"
+        out.append(r)
+    return out
 
 
-def feed(windower: Windower, store: FakeStore, partition: int, batch: list[tuple[int, dict[str, Any]]],
-         now: float) -> None:
-    if not windower.is_loaded(partition):
-        windower.load_partition(partition, store.persisted_offset(partition))
-    missing = windower.missing_cells(partition, batch)
-    stored = {k: store.rows[(partition, k)][0] for k in missing if (partition, k) in store.rows}
-    windower.load_cells(partition, missing, {k: FeedbackAgg(a.rated, a.satisfied, a.scored, a.score_micros)
-                                             for k, a in stored.items()})
-    for offset, record in batch:
-        windower.add(partition, offset, record, now)
-
-
-def rated_only(cells: dict[WindowKey, FeedbackAgg]) -> dict[WindowKey, FeedbackAgg]:
-    return {k: v for k, v in cells.items() if v.rated}
-
-
-@settings(max_examples=200, deadline=None)
-@given(records=st.lists(record_st, max_size=120), partitions=st.integers(1, 4), data=st.data())
-def test_streaming_equals_batch(records: list[dict[str, Any]], partitions: int, data: st.DataObject) -> None:
+@settings(max_examples=150, deadline=None)
+@given(raw=st.lists(st.one_of(feedback_st, ticket_st), max_size=80), partitions=st.integers(1, 3),
+       data=st.data())
+def test_streaming_equals_batch(raw: list[dict[str, Any]], partitions: int, data: st.DataObject) -> None:
+    records = finish(raw)
     order = data.draw(st.permutations(range(len(records))))
-    # assign each record to a partition; offsets follow arrival order within a partition
-    logs: dict[int, list[tuple[int, dict[str, Any]]]] = {p: [] for p in range(partitions)}
+    # route like Kafka: an entity always lands in the same partition; offsets follow arrival order
+    logs: dict[Source, list[Item]] = {}
     for i in order:
-        p = data.draw(st.integers(0, partitions - 1))
-        logs[p].append((len(logs[p]), records[i]))
-    store = FakeStore()
-    windower = Windower(DIMS, WINDOW_S, 3600, 5)
-    for p, log in logs.items():
-        pos = 0
-        while pos < len(log):
-            size = data.draw(st.integers(1, 20))
-            feed(windower, store, p, log[pos:pos + size], now=0.0)
-            if data.draw(st.booleans()):  # crash before the write: state lost, offsets not acked -> replay
-                windower = Windower(DIMS, WINDOW_S, 3600, 5)
-                if data.draw(st.booleans()):  # crash after the write but before the ack: replayed too
-                    continue
-                continue
-            store.write(windower)
-            pos += size
-    assert store.totals() == rated_only(aggregate(records, DIMS, WINDOW_S * 1000))
+        r = records[i]
+        entity = r["rating_id"] if r["kind"] == "feedback" else r["ticket_id"]
+        source = (FB if r["kind"] == "feedback" else TK, hash(entity) % partitions)
+        log = logs.setdefault(source, [])
+        log.append(Item(source[0], source[1], len(log), r["kind"], r))
+    store = MemoryStore()
+    worker = new_worker(store)
+    positions = dict.fromkeys(logs, 0)
+    while any(positions[s] < len(log) for s, log in logs.items()):
+        source = data.draw(st.sampled_from([s for s, log in logs.items() if positions[s] < len(log)]))
+        size = data.draw(st.integers(1, 15))
+        batch = logs[source][positions[source]:positions[source] + size]
+        crash = data.draw(st.sampled_from(["none", "none", "before_write", "after_write"]))
+        if crash == "before_write":  # state lost, nothing written, offsets not acked: replayed
+            worker = new_worker(store)
+            continue
+        worker.process(batch, now=0.0)
+        if crash == "after_write":  # written but the ack was lost: a fresh worker replays the batch
+            worker = new_worker(store)
+            continue
+        positions[source] += size
+    feedback = [r for r in records if r["kind"] == "feedback"]
+    tickets = [r for r in records if r["kind"] == "ticket"]
+    assert store.all_cells() == batch_cells(feedback, tickets, DIMS, WINDOW_S * 1000, RULES)
 
 
-@settings(max_examples=100, deadline=None)
-@given(records=st.lists(record_st, max_size=80), data=st.data())
-def test_replay_after_write_is_not_double_counted(records: list[dict[str, Any]], data: st.DataObject) -> None:
-    log = list(enumerate(records))
-    store = FakeStore()
-    windower = Windower(DIMS, WINDOW_S, 3600, 5)
-    cut = data.draw(st.integers(0, len(log)))
-    feed(windower, store, 0, log[:cut], 0.0)
-    store.write(windower)
-    # the ack was lost: a fresh worker replays everything from offset 0
-    windower = Windower(DIMS, WINDOW_S, 3600, 5)
-    feed(windower, store, 0, log, 0.0)
-    store.write(windower)
-    assert store.totals() == rated_only(aggregate(records, DIMS, WINDOW_S * 1000))
+def test_rating_edit_replaces_the_older_version_in_its_window() -> None:
+    store = MemoryStore()
+    worker = new_worker(store)
+    first = {"kind": "feedback", "rating_id": "r", "rating_version": 1, "event_id": "a", "event_time": BASE,
+             "channel": "chat", "team": None, "agent": None, "category": None, "product": None, "source": "s",
+             "satisfied": False, "score": 2.0}
+    edit = {**first, "rating_version": 2, "event_id": "b", "event_time": BASE + 120_000, "satisfied": True,
+            "score": 5.0}
+    worker.process([Item(FB, 0, 0, "feedback", first)], 0.0)
+    worker.process([Item(FB, 0, 1, "feedback", edit)], 0.0)
+    cells = store.all_cells()
+    old_window = ("all", "all", window_start(BASE, 60_000))
+    assert old_window not in cells  # withdrawn from the old window
+    assert cells[("all", "all", window_start(BASE + 120_000, 60_000))].satisfied == 1
+    worker.process([Item(FB, 0, 2, "feedback", first)], 0.0)  # an older version arriving late: ignored
+    assert store.all_cells() == cells
 
 
-def test_rollup_equals_direct_coarser_window() -> None:
-    base = 1_700_000_000_000
-    records = [{"event_time": base + i * 7_919, "channel": "chat", "satisfied": i % 3 == 0, "score": 1.0 + i % 5}
-               for i in range(2_000)]
-    minute = aggregate(records, ("channel",), 60_000)
-    hourly: dict[WindowKey, FeedbackAgg] = {}
-    for (d, v, start), agg in minute.items():
-        hourly.setdefault((d, v, window_start(start, 3_600_000)), FeedbackAgg()).merge(agg)
-    assert hourly == aggregate(records, ("channel",), 3_600_000)
+def test_reopened_case_counts_its_new_resolution_once() -> None:
+    def t(status: str, minutes: int) -> dict[str, Any]:
+        return {"ticket_id": "c", "event_id": status + str(minutes), "status": status,
+                "event_time": BASE + minutes * 60_000, "priority": "high", "channel": "chat", "team": None,
+                "agent": None, "category": None, "product": None, "source": "s"}
+
+    case = None
+    for record in (t("created", 0), t("resolved", 10), t("reopened", 20), t("resolved", 40)):
+        case = apply_ticket_event(case, record)
+    cells = batch_cells([], [t("created", 0), t("resolved", 10), t("reopened", 20), t("resolved", 40)],
+                        ("all",), 60_000, RULES)
+    resolved = {k: v for k, v in cells.items() if v.resolved}
+    assert list(resolved) == [("all", "all", BASE + 40 * 60_000 - (BASE + 40 * 60_000) % 60_000)]
+    agg = next(iter(resolved.values()))
+    assert agg.resolution_ms == 40 * 60_000 and agg.resolution_breaches == 1  # 40 min > 30 min SLA
+    assert sum(v.reopened for v in cells.values()) == 1
 
 
-def test_csat_undefined_when_nothing_rated() -> None:
-    agg = FeedbackAgg()
-    assert agg.csat_percent is None and agg.average_score is None
-    agg.add_record({"satisfied": None, "score": None})
-    assert agg.rated == 0
+def test_negative_duration_is_quarantined_not_counted() -> None:
+    store = MemoryStore()
+    worker = new_worker(store)
+
+    def t(status: str, minutes: int, offset: int) -> Item:
+        return Item(TK, 0, offset, "ticket", {
+            "ticket_id": "c", "event_id": status, "status": status, "event_time": BASE + minutes * 60_000,
+            "priority": None, "channel": "chat", "team": None, "agent": None, "category": None, "product": None,
+            "source": "s"})
+
+    result = worker.process([t("resolved", 0, 0), t("created", 5, 1)], 0.0)
+    assert [q.reason for q in result.quarantined] == ["negative_duration"]
+    assert sum(v.resolved for v in store.all_cells().values()) == 0
+    assert worker.process([t("first_response", 6, 2)], 0.0).quarantined == []  # reported once
+
+
+def test_store_outage_is_retried_until_it_succeeds() -> None:
+    from sinks.clickhouse import ClickHouseError
+
+    class Flaky(MemoryStore):
+        def write(self, *args: Any) -> None:
+            if self.fail_writes:
+                self.fail_writes -= 1
+                raise ClickHouseError("connection refused")
+            super().write(*args)
+
+    store = Flaky()
+    store.fail_writes = 3
+    worker = new_worker(store)
+    record = {"kind": "feedback", "rating_id": "r", "rating_version": 0, "event_id": "a", "event_time": BASE,
+              "channel": "chat", "team": None, "agent": None, "category": None, "product": None, "source": "s",
+              "satisfied": True, "score": 5.0}
+    worker.process([Item(FB, 0, 0, "feedback", record)], 0.0)
+    assert store.fail_writes == 0 and store.all_cells()[("all", "all", window_start(BASE, 60_000))].rated == 1
 
 
 def test_watermark_finalises_with_grace_and_idle() -> None:
-    w = Windower(("all",), 60, 10, idle_seconds=5)
-    w.load_partition(0, -1)
-    w.load_cells(0, [("all", "all", 0)], {})
-    w.add(0, 0, {"event_time": 30_000, "satisfied": True, "score": 5.0}, now=100.0)
+    w = Windower(60, 10, idle_seconds=5)
+    source = (FB, 0)
+    w.assign([source], now=100.0)
+    w.ensure_source(source, -1)
+    w.load_cells(source, [("all", "all", 0)], {})
+    w.observe(source, 0, 30_000, now=100.0)
+    w.apply(source, "r", None, ((("all", "all", 0), WindowAgg(rated=1)),), 30_000)
     w.mark_persisted(w.dirty_rows())
-    assert w.finalise(now=100.0) == set()  # watermark 30 s < 60 s + 10 s grace
-    # idle for 45 s: event time advances with the wall clock -> 75 s >= 70 s
-    assert w.finalise(now=145.0) == {("all", "all", 0)}
-    assert w.finalise(now=146.0) == set()  # emitted once
-    assert w.partitions[0].cells == {}  # evicted after emission
+    final, current = w.finalise(now=100.0)
+    assert final == set() and current == {("all", "all", 0)}  # busy source at 30 s < 60 s + 10 s grace
+    final, _ = w.finalise(now=145.0)  # idle: the watermark becomes the wall clock
+    assert final == {("all", "all", 0)}
+    assert w.finalise(now=146.0) == (set(), set())  # emitted once
+    assert w.sources[source].cells == {}  # evicted after emission
 
 
-def test_late_event_is_counted_applied_and_reemitted() -> None:
-    w = Windower(("all",), 60, 0, idle_seconds=5)
-    w.load_partition(0, -1)
-    w.load_cells(0, [("all", "all", 0), ("all", "all", 120_000)], {})
-    w.add(0, 0, {"event_time": 10_000, "satisfied": True, "score": None}, now=0.0)
-    w.add(0, 1, {"event_time": 130_000, "satisfied": True, "score": None}, now=0.0)
-    w.mark_persisted(w.dirty_rows())
-    assert w.finalise(0.0) == {("all", "all", 0)}
-    w.load_cells(0, [("all", "all", 0)], {})  # evicted: loaded again from the store before the late event
-    w.add(0, 2, {"event_time": 10_000, "satisfied": False, "score": None}, now=0.0)
-    assert w.late_events == 1
-    w.mark_persisted(w.dirty_rows())
-    assert w.finalise(0.0) == {("all", "all", 0)}  # emitted again as a correction
+def test_burst_after_quiet_spell_waits_for_every_source() -> None:
+    w = Windower(60, 0, idle_seconds=5)
+    a, b = (FB, 0), (FB, 1)
+    w.assign([a, b], now=0.0)
+    for s in (a, b):
+        w.ensure_source(s, -1)
+    w.wake(100.0)  # both idle since assignment: each gets 5 s again
+    w.observe(a, 0, 600_000, now=100.0)
+    assert w.watermark(101.0) == -1  # b has seen nothing yet and is not idle: it holds the watermark
+    w.observe(b, 0, 1_000, now=102.0)
+    assert not w.count_late(1_000)
+    assert w.watermark(102.0) == 1_000
 
 
-def test_burst_after_quiet_spell_waits_for_every_partition() -> None:
-    w = Windower(("all",), 60, 0, idle_seconds=5)
-    w.assign([0, 1], now=0.0)
-    for p in (0, 1):
-        w.load_partition(p, -1)
-        w.load_cells(p, [("all", "all", 0), ("all", "all", 600_000)], {})
-    w.wake(100.0)  # both idle since assignment: partition 1 gets 5 s again
-    w.add(0, 0, {"event_time": 600_000, "satisfied": True, "score": None}, now=100.0)
-    assert w.finalise(now=101.0) == set()  # partition 1 (nothing seen yet) holds the watermark back
-    w.add(1, 0, {"event_time": 1_000, "satisfied": False, "score": None}, now=102.0)
-    assert w.late_events == 0
-    assert w.finalise(now=102.0) == set()  # both busy: watermark = min(600 s, 1 s)
-    assert ("all", "all", 0) in w.finalise(now=108.0)  # both idle: event time advances with the wall clock
+def test_rollup_equals_direct_coarser_window() -> None:
+    records = [{"rating_id": f"r{i}", "rating_version": 0, "event_id": f"e{i}", "event_time": BASE + i * 7_919,
+                "channel": "chat", "team": None, "agent": None, "category": None, "product": None, "source": "s",
+                "satisfied": i % 3 == 0, "score": 1.0 + i % 5} for i in range(2_000)]
+    minute = batch_cells(records, [], ("channel",), 60_000, RULES)
+    hourly: dict[WindowKey, WindowAgg] = {}
+    for (d, v, start), agg in minute.items():
+        hourly.setdefault((d, v, window_start(start, 3_600_000)), WindowAgg()).merge(agg)
+    assert hourly == batch_cells(records, [], ("channel",), 3_600_000, RULES)
+
+
+def test_csat_undefined_when_nothing_rated() -> None:
+    agg = WindowAgg()
+    assert agg.csat_percent is None and agg.average_score is None and agg.mean_resolution_seconds is None
+
+

@@ -1,0 +1,152 @@
+"""Mergeable, subtractable window aggregates. Pure; every field is an integer count or integer sum, so
+merging partitions, workers and windows (roll-ups) is exact in any order, and a contribution that changes
+(a rating edit, a reopened case resolved again) is withdrawn exactly.
+
+Durations go into a logarithmic sketch (DDSketch-style buckets, fixed gamma): a quantile read from it is
+within 1 % of the true value of the item at that rank.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+
+SCORE_SCALE = 1_000_000  # scores are summed as integer micro-points
+SKETCH_ALPHA = 0.01  # relative error bound of sketch quantiles
+_GAMMA = (1 + SKETCH_ALPHA) / (1 - SKETCH_ALPHA)
+_LOG_GAMMA = math.log(_GAMMA)
+
+
+def sketch_key(duration_ms: int) -> int:
+    """Bucket of a non-negative duration: 0 for <= 1 ms, else ceil(log_gamma(ms))."""
+    return 0 if duration_ms <= 1 else math.ceil(math.log(duration_ms) / _LOG_GAMMA)
+
+
+def sketch_value(key: int) -> float:
+    """Representative duration (ms) of a bucket: within SKETCH_ALPHA of every value in it."""
+    return 1.0 if key == 0 else 2 * _GAMMA**key / (_GAMMA + 1)
+
+
+def sketch_quantile(sketch: Mapping[int, int], q: float) -> float | None:
+    """Value (ms) at rank floor(q * (n - 1)) of the sorted items; None for an empty sketch."""
+    n = sum(sketch.values())
+    if n == 0:
+        return None
+    rank = math.floor(q * (n - 1))
+    seen = 0
+    for key in sorted(sketch):
+        seen += sketch[key]
+        if seen > rank:
+            return sketch_value(key)
+    raise AssertionError("unreachable: rank < n")
+
+
+def _add_map(target: dict[int, int], other: Mapping[int, int], sign: int) -> None:
+    for key, count in other.items():
+        value = target.get(key, 0) + sign * count
+        if value:
+            target[key] = value
+        else:
+            target.pop(key, None)
+
+
+@dataclass(slots=True)
+class WindowAgg:
+    """Counts of one window cell. ``merge``/``subtract`` are exact inverses."""
+
+    # feedback
+    rated: int = 0
+    satisfied: int = 0
+    scored: int = 0
+    score_micros: int = 0
+    score_hist: list[int] = field(default_factory=lambda: [0] * 5)  # scores in [1,2), [2,3), [3,4), [4,5), 5
+    # support cases
+    created: int = 0
+    reopened: int = 0
+    first_responses: int = 0
+    first_response_ms: int = 0
+    first_response_sketch: dict[int, int] = field(default_factory=dict)
+    first_response_breaches: int = 0
+    resolved: int = 0
+    resolution_ms: int = 0
+    resolution_sketch: dict[int, int] = field(default_factory=dict)
+    resolution_breaches: int = 0
+
+    def _combine(self, other: WindowAgg, sign: int) -> None:
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, int):
+                setattr(self, f.name, mine + sign * theirs)
+            elif isinstance(mine, list):
+                for i, count in enumerate(theirs):
+                    mine[i] += sign * count
+            else:
+                _add_map(mine, theirs, sign)
+
+    def merge(self, other: WindowAgg) -> None:
+        self._combine(other, 1)
+
+    def subtract(self, other: WindowAgg) -> None:
+        self._combine(other, -1)
+
+    def is_empty(self) -> bool:
+        return self == WindowAgg()
+
+    def copy(self) -> WindowAgg:
+        out = WindowAgg()
+        out.merge(self)
+        return out
+
+    # --- derived metrics (docs/metrics.md) ------------------------------------------------------------
+    @property
+    def csat_percent(self) -> float | None:
+        """100 x satisfied / rated; None (never 0, never NaN) when nothing was rated."""
+        return 100.0 * self.satisfied / self.rated if self.rated else None
+
+    @property
+    def average_score(self) -> float | None:
+        return self.score_micros / SCORE_SCALE / self.scored if self.scored else None
+
+    @property
+    def mean_resolution_seconds(self) -> float | None:
+        return self.resolution_ms / 1000 / self.resolved if self.resolved else None
+
+    @property
+    def mean_first_response_seconds(self) -> float | None:
+        return self.first_response_ms / 1000 / self.first_responses if self.first_responses else None
+
+    def resolution_quantile_seconds(self, q: float) -> float | None:
+        value = sketch_quantile(self.resolution_sketch, q)
+        return None if value is None else value / 1000
+
+    def first_response_quantile_seconds(self, q: float) -> float | None:
+        value = sketch_quantile(self.first_response_sketch, q)
+        return None if value is None else value / 1000
+
+
+def rating_agg(satisfied: bool, score: float | None) -> WindowAgg:
+    """The contribution of one rating."""
+    agg = WindowAgg(rated=1, satisfied=int(satisfied))
+    if score is not None:
+        agg.scored = 1
+        agg.score_micros = round(score * SCORE_SCALE)
+        agg.score_hist[min(int(score), 5) - 1] += 1
+    return agg
+
+
+def duration_agg(kind: str, duration_ms: int, breached: bool) -> WindowAgg:
+    """The contribution of one first-response (``kind`` = first_response) or resolution sample."""
+    key = {sketch_key(duration_ms): 1}
+    if kind == "first_response":
+        return WindowAgg(first_responses=1, first_response_ms=duration_ms, first_response_sketch=key,
+                         first_response_breaches=int(breached))
+    return WindowAgg(resolved=1, resolution_ms=duration_ms, resolution_sketch=key,
+                     resolution_breaches=int(breached))
+
+
+def merged(aggs: Iterable[WindowAgg]) -> WindowAgg:
+    out = WindowAgg()
+    for agg in aggs:
+        out.merge(agg)
+    return out
