@@ -66,6 +66,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             score Nullable(Float64),
             satisfied Nullable(UInt8),
             comment Nullable(String),
+            sentiment Nullable(Float64),
             source_partition UInt16,
             source_offset UInt64
         ) ENGINE = ReplacingMergeTree

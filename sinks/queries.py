@@ -8,6 +8,7 @@ without waiting for background merges, on ClickHouse 18.16 and current releases 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sinks.clickhouse import ClickHouse
 from sinks.window_store import MERGED_AGG_SQL, agg_from_row
@@ -35,7 +36,8 @@ def windows(ch: ClickHouse, dimension: str, cell_seconds: int, rollup_seconds: i
         "AND toUInt32(window_start) >= %(f)s AND toUInt32(window_start) < %(t)s "
         "GROUP BY dimension_value, ws ORDER BY dimension_value, ws",
         {"d": dimension, "w": cell_seconds, "f": from_s, "t": to_s, "size": size})
-    return [WindowRow(str(r[0]), int(r[1]), agg_from_row(r[2:])) for r in rows]
+    out = [WindowRow(str(r[0]), int(r[1]), agg_from_row(r[2:])) for r in rows]
+    return [row for row in out if not row.agg.is_empty()]  # cells emptied by withdrawn contributions
 
 
 def totals(ch: ClickHouse, dimension: str, cell_seconds: int, from_s: int = 0, to_s: int = 2**32 - 1
@@ -45,3 +47,63 @@ def totals(ch: ClickHouse, dimension: str, cell_seconds: int, from_s: int = 0, t
     for row in windows(ch, dimension, cell_seconds, None, from_s, to_s):
         merged.setdefault(row.dimension_value, WindowAgg()).merge(row.agg)
     return [WindowRow(v, 0, agg) for v, agg in sorted(merged.items())]
+
+
+@dataclass(frozen=True, slots=True)
+class SeedRow:
+    """The source document's formulas, kept as published (docs/metrics.md#seed-formulas)."""
+
+    dimension_value: str
+    window_start: int
+    seed_csat: float | None  # (1/N) sum 5 R / (R + D), R score 1-5, D resolution time of that case in hours
+    seed_csat_n: int
+    seed_rtt: float | None  # (1/M) sum T / (T - P), T resolved and P created as Unix seconds, T > P
+    seed_rtt_m: int
+
+
+_CASES_SQL = """
+    SELECT ticket_id,
+           countIf(status = 'created') > 0 AS has_created,
+           minIf(event_time_ms, status = 'created') AS created_ms,
+           if(countIf(status = 'resolved') > 0, maxIf(event_time_ms, status = 'resolved'),
+              maxIf(event_time_ms, status = 'closed')) AS resolved_ms,
+           countIf(status IN ('resolved', 'closed')) > 0 AS has_resolved,
+           argMax({dim}, event_time_ms) AS dim_value
+    FROM {db}.ticket_events GROUP BY ticket_id"""
+
+
+def seed_metrics(ch: ClickHouse, dimension: str, window_seconds: int, from_s: int = 0,
+                 to_s: int = 2**32 - 1) -> list[SeedRow]:
+    """Seed CSAT per window of the rating's event time and seed RTT per window of the resolution time,
+    by ``dimension`` (a column name or ``all``). Ratings use their latest version."""
+    if dimension not in ("all", "channel", "team", "agent", "category", "product", "source"):
+        raise ValueError(f"unknown dimension {dimension!r}")
+    dim = "'all'" if dimension == "all" else f"ifNull(toString({dimension}), 'unknown')"
+    db, params = ch.database, {"size": window_seconds, "f": from_s, "t": to_s}
+    csat = ch.query(
+        f"""SELECT dim_value, intDiv(ts, %(size)s) * %(size)s AS ws, avg(5 * score / (score + hours)), count()
+        FROM (
+            SELECT rating_id, argMax(ifNull(score, -1), rating_version) AS score,
+                   argMax(ifNull(ticket_id, ''), rating_version) AS ticket_id,
+                   argMax(toUInt32(event_time), rating_version) AS ts, argMax({dim}, rating_version) AS dim_value
+            FROM {db}.feedback_events GROUP BY rating_id
+        ) AS ratings ALL INNER JOIN (
+            SELECT ticket_id, (resolved_ms - created_ms) / 3600000 AS hours
+            FROM ({_CASES_SQL.format(dim="''", db=db)})
+            WHERE has_created AND has_resolved AND resolved_ms >= created_ms
+        ) AS cases USING ticket_id
+        WHERE score >= 0 AND ts >= %(f)s AND ts < %(t)s
+        GROUP BY dim_value, ws""", params)
+    rtt = ch.query(
+        f"""SELECT dim_value, intDiv(intDiv(resolved_ms, 1000), %(size)s) * %(size)s AS ws,
+                   avg(intDiv(resolved_ms, 1000) / (intDiv(resolved_ms, 1000) - intDiv(created_ms, 1000))), count()
+        FROM ({_CASES_SQL.format(dim=dim, db=db)})
+        WHERE has_created AND has_resolved AND intDiv(resolved_ms, 1000) > intDiv(created_ms, 1000)
+          AND intDiv(resolved_ms, 1000) >= %(f)s AND intDiv(resolved_ms, 1000) < %(t)s
+        GROUP BY dim_value, ws""", params)
+    rows: dict[tuple[str, int], list[Any]] = {}
+    for value, ws, mean, n in csat:
+        rows.setdefault((str(value), int(ws)), [None, 0, None, 0])[0:2] = [float(mean), int(n)]
+    for value, ws, mean, n in rtt:
+        rows.setdefault((str(value), int(ws)), [None, 0, None, 0])[2:4] = [float(mean), int(n)]
+    return [SeedRow(v, ws, *r) for (v, ws), r in sorted(rows.items())]

@@ -40,8 +40,8 @@ _SINGLE_AGG_SQL = ", ".join([
 DIMENSION_COLUMNS = ("channel", "team", "agent", "category", "product", "source")
 FEEDBACK_COLUMNS = ("rating_id", "rating_version", "event_id", "source", "channel", "event_time", "event_time_ms",
                     "ingest_time_ms", "ticket_id", "agent", "team", "category", "product", "customer_id",
-                    "native_value", "native_scale", "score", "satisfied", "comment", "source_partition",
-                    "source_offset")
+                    "native_value", "native_scale", "score", "satisfied", "comment", "sentiment",
+                    "source_partition", "source_offset")
 TICKET_COLUMNS = ("ticket_id", "event_id", "status", "source", "channel", "event_time", "event_time_ms",
                   "ingest_time_ms", "priority", "agent", "team", "category", "product", "customer_id",
                   "source_partition", "source_offset")
@@ -80,7 +80,7 @@ def _feedback_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[An
     return (r["rating_id"], r["rating_version"], r["event_id"], r["source"], r["channel"],
             r["event_time"] // 1000, r["event_time"], r["ingest_time"], r["ticket_id"], r["agent"], r["team"],
             r["category"], r["product"], r["customer_id"], r["native_value"], r["native_scale"], r["score"],
-            satisfied, r["comment"], partition, offset)
+            satisfied, r["comment"], r.get("sentiment"), partition, offset)
 
 
 def _ticket_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any, ...]:

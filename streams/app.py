@@ -152,7 +152,14 @@ def encode_window_result(result: WindowResult, window_seconds: int, now_ms: int)
         "dimension_value": value, "rated": agg.rated, "satisfied": agg.satisfied, "scored": agg.scored,
         "score_sum": agg.score_micros / 1_000_000, "csat_percent": agg.csat_percent,
         "average_score": agg.average_score, "is_final": result.is_final, "emitted_at": now_ms,
+        "created": agg.created, "reopened": agg.reopened, "first_responses": agg.first_responses,
+        "first_response_mean_seconds": agg.mean_first_response_seconds,
+        "first_response_breaches": agg.first_response_breaches, "resolved": agg.resolved,
+        "resolution_mean_seconds": agg.mean_resolution_seconds, "resolution_breaches": agg.resolution_breaches,
     }
+    for q in (50, 90, 99):
+        record[f"first_response_p{q}_seconds"] = agg.first_response_quantile_seconds(q / 100)
+        record[f"resolution_p{q}_seconds"] = agg.resolution_quantile_seconds(q / 100)
     key = f"{dimension}|{value}|{start}|{window_seconds}".encode()
     return key, codec.encode(codec.WINDOW_METRIC, record)
 

@@ -172,6 +172,10 @@ def _clean_feedback(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: in
             raise Rejected(exc.reason, str(exc)) from None
         score, satisfied = rating.score, rating.satisfied
     comment = _text(raw, "comment")
+    sentiment = raw.get("sentiment")
+    if sentiment is not None and (isinstance(sentiment, bool) or not isinstance(sentiment, int | float)
+                                  or not -1.0 <= sentiment <= 1.0):
+        raise Rejected("invalid_rating", f"sentiment {sentiment!r} is not a number in -1.0..1.0")
     if satisfied is None and comment is None:
         raise Rejected("missing_field", "feedback needs rating_value or comment")
     try:
@@ -188,6 +192,7 @@ def _clean_feedback(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: in
         score=score,
         satisfied=satisfied,
         comment=comment,
+        sentiment=None if sentiment is None else float(sentiment),
     )
     return Cleaned("feedback_event", rating_id, record)
 

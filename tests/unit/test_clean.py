@@ -119,3 +119,10 @@ def test_route_lone_surrogate_is_dead_lettered() -> None:
 def test_route_clean_feedback() -> None:
     routed = route(json.dumps(feedback()).encode(), Origin("in", 0, 1), NOW, TOL)
     assert routed.kind == "feedback" and routed.topic.endswith("feedback.v1") and routed.key == b"e1"
+
+
+def test_sentiment_is_carried_and_validated() -> None:
+    r = clean(feedback(rating_value=None, comment="love it", sentiment=0.8), NOW, TOL).record
+    assert r["sentiment"] == 0.8 and r["satisfied"] is None
+    with pytest.raises(Rejected):
+        clean(feedback(sentiment=3), NOW, TOL)
