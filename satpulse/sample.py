@@ -48,3 +48,23 @@ def write_jsonl(path: Path, submissions: Iterator[dict[str, Any]], bad_lines: tu
             out.write(line + "\n")
             written += 1
     return written
+
+
+def sample_ticket_events(cases: int, start_ms: int, span_ms: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """Lifecycle events of ``cases`` support cases (created, first response, resolved; some reopened and
+    resolved again), in shuffled order, all within [start_ms, start_ms + span_ms + 3 h)."""
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    for case in range(cases):
+        source, channel, _, _ = _SHAPES[rng.randrange(len(_SHAPES))]
+        created = start_ms + rng.randrange(span_ms)
+        steps = [("created", created), ("first_response", created + rng.randrange(30_000, 3_600_000)),
+                 ("resolved", created + rng.randrange(3_600_000, 2 * 3_600_000))]
+        if rng.random() < 0.1:
+            steps += [("reopened", created + 2 * 3_600_000), ("resolved", created + 3 * 3_600_000)]
+        common = {"kind": "ticket", "source": source, "channel": channel, "ticket_id": f"case-{seed}-{case}",
+                  "team": rng.choice(_TEAMS), "priority": rng.choice(("low", "medium", "high", "urgent"))}
+        events += [{**common, "event_id": f"case-{seed}-{case}-{i}", "status": status, "event_time": at}
+                   for i, (status, at) in enumerate(steps)]
+    rng.shuffle(events)
+    yield from events

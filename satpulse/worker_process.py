@@ -64,3 +64,30 @@ def metric_sum(samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float],
                **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+
+def committed_lag(bootstrap: str, group: str, topic_names: list[str]) -> int:
+    """Messages in ``topic_names`` not yet committed by consumer group ``group`` (every partition)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(t, p) for t in topic_names for p in consumer.partitions_for_topic(t) or ()]
+        ends = consumer.end_offsets(partitions)
+        committed = admin.list_group_offsets(group).get(group, {})
+        return sum(end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items())
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def wait_consumed(bootstrap: str, group: str, topic_names: list[str], timeout: float) -> None:
+    """Block until the group has committed every message of the topics. Raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if committed_lag(bootstrap, group, topic_names) == 0:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"group {group} still lags {committed_lag(bootstrap, group, topic_names)} messages")

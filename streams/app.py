@@ -35,6 +35,7 @@ from streams.windows import Windower
 
 log = logging.getLogger(__name__)
 settings = get_settings()
+(settings.work_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust's datadir (it makes one level only)
 
 app = faust.App(
     settings.worker_id,
@@ -49,6 +50,7 @@ app = faust.App(
     broker_commit_interval=1.0,
     web_enabled=True,
     store="memory://",
+    datadir=str(settings.work_dir / "faust" / settings.worker_id),
 )
 
 ingest_topic = app.topic(topics.INGEST, key_type=bytes, value_type=bytes, key_serializer="raw",

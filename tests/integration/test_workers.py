@@ -1,0 +1,116 @@
+"""Worker processes on the real broker: two workers give the same totals as the offline answer, and a
+worker killed with SIGKILL at random points and restarted neither loses nor double-counts (in the style of
+ClickHouse Kafka Connect's ExactlyOnceTest)."""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from satpulse import topics
+from satpulse.sample import sample_submissions, sample_ticket_events, write_jsonl
+from satpulse.settings import get_settings
+from satpulse.worker_process import WorkerProcess, wait_consumed
+from sinks.clickhouse import connect
+from sinks.queries import totals
+
+pytestmark = pytest.mark.integration
+
+SATISFIED = {"1-5": lambda v: float(v) >= 4, "good_bad": lambda v: v == "good",
+             "freshdesk": lambda v: int(v) in (102, 103), "helpscout": lambda v: v == "great",
+             "0-10": lambda v: int(v) >= 8, "label5": lambda v: v in ("good", "amazing")}
+CHANNEL = {"Phone": "phone", "E-mail": "email", "email": "email", "Live chat": "chat", "web survey": "web",
+           "Social media": "social"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def offline(feedback: list[dict[str, Any]], tickets: list[dict[str, Any]]) -> dict[str, tuple[int, ...]]:
+    """channel -> (rated, satisfied, created, resolved, resolution ms sum), written independently."""
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    for s in feedback:
+        acc = out[CHANNEL[s["channel"]]]
+        acc[0] += 1
+        acc[1] += SATISFIED[s["rating_scale"]](s["rating_value"])
+    cases: dict[str, dict[str, Any]] = defaultdict(lambda: {"resolved": []})
+    for t in tickets:
+        case = cases[t["ticket_id"]]
+        case["channel"] = CHANNEL[t["channel"]]
+        if t["status"] == "created":
+            case["created"] = t["event_time"]
+        elif t["status"] == "resolved":
+            case["resolved"].append(t["event_time"])
+    for case in cases.values():
+        acc = out[case["channel"]]
+        acc[2] += 1
+        acc[3] += 1
+        acc[4] += max(case["resolved"]) - case["created"]
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def stored(url: str) -> dict[str, tuple[int, ...]]:
+    ch = connect(url)
+    try:
+        return {r.dimension_value: (r.agg.rated, r.agg.satisfied, r.agg.created, r.agg.resolved, r.agg.resolution_ms)
+                for r in totals(ch, "channel", 60)}
+    finally:
+        ch.close()
+
+
+def run(tmp_path: Path, url: str, workers: int, kills: int) -> None:
+    namespace = f"w-{uuid.uuid4().hex[:8]}"
+    now_ms = int(time.time() * 1000)
+    feedback = list(sample_submissions(2_000, now_ms - 4 * 3600_000, 3600_000, seed=3))
+    tickets = list(sample_ticket_events(300, now_ms - 4 * 3600_000, 3600_000, seed=3))
+    path = tmp_path / "in.jsonl"
+    write_jsonl(path, iter(feedback + tickets))
+    group = f"g-{namespace}"
+    env = {"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": group, "SATPULSE_CLICKHOUSE_URL": url,
+           "SATPULSE_FLUSH_MAX_ROWS": "200", "SATPULSE_FLUSH_MAX_AGE_SECONDS": "0.2"}
+    procs = []
+    for i in range(workers):
+        port = free_port()
+        procs.append(WorkerProcess({**env, "SATPULSE_WORKER_WEB_PORT": str(port)}, tmp_path / f"w{i}.log", port))
+    for p in procs:
+        p.start(timeout=90)
+    rng = random.Random(9)
+    try:
+        subprocess.run([sys.executable, "-m", "satpulse.cli", "publish", str(path)], env=procs[0].env, check=True,
+                       capture_output=True, timeout=120)
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.5, 3.0))
+            procs[0].stop(kill=True)
+            procs[0].start(timeout=90)
+        names = topics.for_namespace(namespace)
+        wait_consumed(get_settings().kafka_bootstrap, group, [names.ingest, names.feedback, names.tickets], 180)
+    finally:
+        for p in procs:
+            p.stop()
+    assert stored(url) == offline(feedback, tickets)
+
+
+def server_url() -> str:
+    return f"clickhouse://default:@127.0.0.1:{get_settings().clickhouse_native_port}/w_{uuid.uuid4().hex[:8]}"
+
+
+def test_two_workers_give_the_offline_totals(services: Any, tmp_path: Path) -> None:
+    run(tmp_path, server_url(), workers=2, kills=0)
+
+
+@pytest.mark.parametrize("engine", ["server", "chdb"])
+def test_kill_9_and_restart_neither_loses_nor_doubles(services: Any, tmp_path: Path, engine: str) -> None:
+    url = server_url() if engine == "server" else f"chdb://{tmp_path / 'chdb'}"
+    run(tmp_path, url, workers=1, kills=3)
