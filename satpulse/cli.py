@@ -45,6 +45,101 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from adapters.importer import MappingError, Progress, load_mapping, run_import
+    from adapters.privacy import PrivacyPolicy
+    from satpulse import topics
+    from satpulse.settings import get_settings
+
+    settings = get_settings()
+    path = Path(args.file)
+    privacy = PrivacyPolicy(settings.redact_personal_data, settings.pseudonymisation_key)
+    try:
+        mapping = load_mapping(Path(args.mapping))
+        progress = Progress(path.stat().st_size, enabled=not args.no_progress)
+        if args.dry_run:
+            def show(topic: str, key: bytes | None, value: bytes) -> None:
+                if topic == topics.INGEST:
+                    sys.stdout.write(value.decode() + "\n")
+
+            report = run_import(path, mapping, show, privacy, progress=progress,
+                                future_tolerance_ms=settings.future_tolerance_seconds * 1000)
+            print(report.summary(), file=sys.stderr)
+            return 0
+        from adapters.publisher import Publisher, ensure_topics
+
+        ensure_topics(settings)
+        with Publisher(settings) as publisher:
+            report = run_import(path, mapping, publisher.send, privacy, progress=progress,
+                                future_tolerance_ms=settings.future_tolerance_seconds * 1000)
+    except (MappingError, OSError) as exc:
+        print(f"satpulse import: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
+def _cmd_channel(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from collections import Counter
+
+    from adapters.channels import read_channel_file
+    from adapters.jsonl import key_of
+    from adapters.privacy import PrivacyPolicy
+    from satpulse import metrics, topics
+    from satpulse.deadletter import Origin, encode_dead_letter
+    from satpulse.settings import get_settings
+
+    settings = get_settings()
+    privacy = PrivacyPolicy(settings.redact_personal_data, settings.pseudonymisation_key)
+    counts: Counter[str] = Counter()
+    stage = f"channel-{args.kind}"
+
+    def run(send: object) -> None:
+        assert callable(send)
+        for path in args.files:
+            for origin, submissions, error, original in read_channel_file(args.kind, Path(path)):
+                counts["records"] += 1
+                if submissions is None:
+                    key, value = encode_dead_letter("unparseable_payload", error or "", stage, original,
+                                                    Origin(ref=origin), int(time.time() * 1000))
+                    send(topics.DEAD_LETTER, key, value)
+                    counts["rejected"] += 1
+                    metrics.DEAD_LETTERS.labels(stage, "unparseable_payload").inc()
+                    continue
+                for submission in submissions:
+                    prepared = privacy.apply(submission)
+                    send(topics.INGEST, key_of(prepared), json.dumps(prepared, ensure_ascii=False).encode())
+                    counts["events"] += 1
+
+    if args.dry_run:
+        def show(topic: str, key: bytes | None, value: bytes) -> None:
+            if topic == topics.INGEST:
+                sys.stdout.write(value.decode() + "\n")
+        run(show)
+        print(f"records {counts['records']}, events {counts['events']}, rejected {counts['rejected']}",
+              file=sys.stderr)
+        return 0
+    from adapters.publisher import Publisher, ensure_topics
+
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        run(publisher.send)
+    print(f"records {counts['records']}, events published {counts['events']}, rejected {counts['rejected']}")
+    return 0
+
+
+def _cmd_ingest_service(args: argparse.Namespace) -> int:
+    from adapters.service import run_service
+    from satpulse.settings import get_settings
+
+    settings = get_settings()
+    updates = {k: v for k, v in (("ingest_host", args.host), ("ingest_port", args.port)) if v is not None}
+    run_service(settings.model_copy(update=updates))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from satpulse.demo import run_demo
 
@@ -66,6 +161,25 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("publish", help="publish a JSONL file of raw submissions to the ingest topic")
     p.add_argument("file")
     p.set_defaults(func=_cmd_publish)
+    p = sub.add_parser("import", help="import a historical CSV/JSONL export with a declarative YAML mapping "
+                                      "(docs/adapters.md)")
+    p.add_argument("file")
+    p.add_argument("--mapping", required=True, help="mapping YAML (see mappings/)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the submissions as JSON lines instead of publishing; summary on stderr")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_cmd_import)
+    p = sub.add_parser("channel", help="publish IVR survey records, e-mail survey replies (.eml), chat "
+                                       "transcripts or social mentions (docs/adapters.md)")
+    p.add_argument("kind", choices=["ivr", "email", "chat", "social"])
+    p.add_argument("files", nargs="+")
+    p.add_argument("--dry-run", action="store_true", help="print the submissions as JSON lines")
+    p.set_defaults(func=_cmd_channel)
+    p = sub.add_parser("ingest-service", help="HTTP webhook ingestion service (Zendesk, Freshdesk, Intercom, "
+                                              "Help Scout, Chatwoot, generic) with /health and /metrics")
+    p.add_argument("--host", default=None, help="default: SATPULSE_INGEST_HOST")
+    p.add_argument("--port", type=int, default=None, help="default: SATPULSE_INGEST_PORT")
+    p.set_defaults(func=_cmd_ingest_service)
     p = sub.add_parser("demo", help="end to end on this machine: local Kafka, embedded ClickHouse, sample "
                                     "traffic, worker, report and metrics")
     p.add_argument("--events", type=int, default=5000)

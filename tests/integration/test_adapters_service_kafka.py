@@ -1,0 +1,115 @@
+"""The ingestion service in-process (aiohttp test server on loopback) with the real aiokafka producer against the
+local broker: every golden payload, signed as its vendor signs, is answered 202 only once its submissions are on
+the ingest topic; refused requests (401, 400, 409, 413) publish nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from kafka import KafkaConsumer
+from pydantic import SecretStr
+
+from adapters import signatures as sig
+from adapters.publisher import ensure_topics
+from adapters.service import KafkaAsyncPublisher, config_from_settings, create_app
+from satpulse import topics
+from satpulse.settings import get_settings
+
+pytestmark = pytest.mark.integration
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "webhooks"
+SECRETS = {"zendesk": "zd-secret", "intercom": "ic-secret", "helpscout": "hs-secret", "chatwoot": "cw-secret",
+           "generic": "gen-secret", "freshdesk": "fd-token"}
+
+
+def signed(vendor: str, body: bytes, event: str | None, secret: str | None = None) -> dict[str, str]:
+    secret = secret or SECRETS[vendor]
+    now = int(time.time())
+    headers = {"Content-Type": "application/json"}
+    if vendor == "zendesk":
+        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        headers |= {"X-Zendesk-Webhook-Signature": sig.sign_zendesk(secret, ts, body),
+                    "X-Zendesk-Webhook-Signature-Timestamp": ts}
+    elif vendor == "intercom":
+        headers["X-Hub-Signature"] = sig.sign_intercom(secret, body)
+    elif vendor == "helpscout":
+        headers["X-HelpScout-Signature"] = sig.sign_helpscout(secret, body)
+    elif vendor in ("chatwoot", "generic"):
+        prefix = "Chatwoot" if vendor == "chatwoot" else "Satpulse"
+        headers |= {f"X-{prefix}-Timestamp": str(now),
+                    f"X-{prefix}-Signature": sig.sign_timestamped_sha256(secret, str(now), body),
+                    f"X-{prefix}-Delivery": uuid.uuid4().hex}
+    else:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"fd:{secret}".encode()).decode()
+    if event:
+        headers["X-HelpScout-Event"] = event
+    return headers
+
+
+def consume(topic: str) -> list[tuple[bytes | None, dict[str, Any]]]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=get_settings().kafka_bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=4_000, enable_auto_commit=False)
+    try:
+        return [(m.key, json.loads(m.value)) for m in consumer]
+    finally:
+        consumer.close()
+
+
+async def exchange(topic: str, requests: list[tuple[str, bytes, dict[str, str]]]) -> list[int]:
+    settings = get_settings().model_copy(update={
+        **{f"{v}_webhook_secret": SecretStr(s) for v, s in SECRETS.items() if v in ("zendesk", "helpscout",
+                                                                                      "chatwoot", "generic")},
+        "intercom_client_secret": SecretStr(SECRETS["intercom"]), "freshdesk_basic_user": "fd",
+        "freshdesk_basic_password": SecretStr(SECRETS["freshdesk"]), "ingest_max_body_bytes": 64 * 1024})
+    config = dataclasses.replace(config_from_settings(settings), ingest_topic=topic)
+    publisher = KafkaAsyncPublisher(settings)
+    await publisher.start()
+    try:
+        app = create_app(config, publisher, sig.ReplayGuard())
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            statuses = []
+            for path, body, headers in requests:
+                response = await client.post(path, data=body, headers=headers)
+                statuses.append(response.status)
+            return statuses
+    finally:
+        await publisher.stop()
+
+
+def test_webhooks_to_ingest_topic(services: None) -> None:
+    topic = topics.for_namespace(f"it-wh-{uuid.uuid4().hex[:8]}").ingest
+    ensure_topics(get_settings(), [topic])
+    good: list[tuple[str, bytes, dict[str, str]]] = []
+    expected: list[dict[str, Any]] = []
+    for path in sorted(FIXTURES.glob("*.json")):
+        case = json.loads(path.read_text())
+        vendor = path.stem.split("_")[0]
+        body = json.dumps(case["payload"]).encode()
+        good.append((f"/webhooks/{vendor}", body, signed(vendor, body, case["event"])))
+        expected.extend(case["expected"])
+    rating = json.loads((FIXTURES / "helpscout_rating.json").read_text())["payload"]
+    other = json.dumps(dict(rating, id=999_001)).encode()
+    refused = [
+        ("/webhooks/helpscout", other, signed("helpscout", other, "satisfaction.ratings", secret="wrong")),
+        ("/webhooks/helpscout", other.replace(b"Great", b"Okay"), signed("helpscout", other, "satisfaction.ratings")),
+        ("/webhooks/helpscout", b"[1,", signed("helpscout", b"[1,", "satisfaction.ratings")),
+        ("/webhooks/zendesk", b'{"pad": "' + b"x" * 70_000 + b'"}', {}),
+    ]
+    statuses = asyncio.run(exchange(topic, refused + good + [good[0]]))
+    assert statuses == [401, 401, 400, 413] + [202] * len(good) + [409]
+
+    published = consume(topic)
+    assert sorted(v["event_id"] for _, v in published) == sorted(s["event_id"] for s in expected)
+    by_id = {v["event_id"]: (k, v) for k, v in published}
+    for submission in expected:
+        key, value = by_id[submission["event_id"]]
+        assert value == submission
+        assert key == str(submission.get("ticket_id") or submission["event_id"]).encode()
