@@ -51,8 +51,8 @@ _FRESHDESK = {-103: 1, -102: 2, -101: 3, 100: 4, 101: 5, 102: 6, 103: 7}
 
 # labelled scales: name -> {label: score}; labels compared case-insensitively with spaces/underscores folded
 _LABELS: dict[str, dict[str, float]] = {
-    # Help Scout: webhook text labels and report codes (1 great, 2 okay, 3 not good)
-    "helpscout": {"great": 5.0, "okay": 3.0, "notgood": 1.0, "1": 5.0, "2": 3.0, "3": 1.0},
+    # Help Scout: webhook labels (Great, Okay, Bad / Not Good) and report codes (1 great, 2 okay, 3 not good)
+    "helpscout": {"great": 5.0, "okay": 3.0, "notgood": 1.0, "bad": 1.0, "1": 5.0, "2": 3.0, "3": 1.0},
     # generic five-point text labels (survey tools, chat widgets)
     "label5": {
         "verydissatisfied": 1.0, "dissatisfied": 2.0, "neutral": 3.0, "satisfied": 4.0, "verysatisfied": 5.0,

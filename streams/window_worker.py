@@ -57,6 +57,7 @@ class Quarantined:
 class BatchResult:
     late: list[Item] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    resolutions: list[tuple[str, str, float]] = field(default_factory=list)  # (channel, priority, seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,10 @@ class WindowWorker:
                 keys.update(k for k, _ in old_contribution)
                 keys.update(k for k, _ in contribution)
                 changes.append((eid, state, contribution))
+                resolution = _resolution(contribution)
+                if kind == "ticket" and resolution is not None and resolution != _resolution(old_contribution):
+                    result.resolutions.append((dict(state.dims).get("channel") or "unknown",
+                                               state.priority or "none", resolution[1] / 1000))
                 for reason in quarantine - old_quarantine:
                     result.quarantined.append(Quarantined(last_item[eid], reason, _describe(state, reason)))
             if not self._load_cells(source, keys):
@@ -196,6 +201,8 @@ class WindowWorker:
         metrics.SINK_FLUSH_SECONDS.labels("clickhouse").observe(time.perf_counter() - started)
         metrics.SINK_BATCH_ROWS.labels("clickhouse").observe(len(rows) + len(items))
         self.windower.mark_persisted(rows)
+        for channel, priority, seconds in result.resolutions:
+            metrics.RESOLUTION_SECONDS.labels(channel, priority).observe(seconds)
         for _, _, record in feedback:
             if record.get("satisfied") is not None:
                 metrics.FEEDBACK_RATED.labels(record["channel"]).inc()
@@ -226,6 +233,11 @@ class WindowWorker:
             if agg.csat_percent is not None:  # undefined CSAT is left out, never exported as 0 or NaN
                 metrics.WINDOW_CSAT.labels(dimension, value, window).set(agg.csat_percent)
         return [WindowResult(k, a, k in final) for k, a in sorted(totals.items(), key=lambda kv: kv[0][2])]
+
+
+def _resolution(contribution: Contribution) -> tuple[int, int] | None:
+    """(window start, duration ms) of the resolution sample in a case's contribution, if it has one."""
+    return next(((key[2], agg.resolution_ms) for key, agg in contribution if agg.resolved), None)
 
 
 def _entity_id(kind: str, record: Mapping[str, Any]) -> str:

@@ -278,3 +278,19 @@ def test_csat_undefined_when_nothing_rated() -> None:
     assert agg.csat_percent is None and agg.average_score is None and agg.mean_resolution_seconds is None
 
 
+
+
+def test_resolution_histogram_observed_once_per_new_resolution() -> None:
+    store = MemoryStore()
+    worker = new_worker(store)
+
+    def t(status: str, minutes: int, offset: int) -> Item:
+        return Item(TK, 0, offset, "ticket", {
+            "ticket_id": "c", "event_id": status + str(minutes), "status": status,
+            "event_time": BASE + minutes * 60_000, "priority": "high", "channel": "chat", "team": None,
+            "agent": None, "category": None, "product": None, "source": "s"})
+
+    result = worker.process([t("created", 0, 0), t("resolved", 30, 1)], 0.0)
+    assert result.resolutions == [("chat", "high", 1800.0)]
+    assert worker.process([t("first_response", 5, 2)], 0.0).resolutions == []  # resolution unchanged
+    assert worker.process([t("resolved", 90, 3)], 0.0).resolutions == [("chat", "high", 5400.0)]
