@@ -65,9 +65,8 @@ _CASES_SQL = """
     SELECT ticket_id,
            countIf(status = 'created') > 0 AS has_created,
            minIf(event_time_ms, status = 'created') AS created_ms,
-           if(countIf(status = 'resolved') > 0, maxIf(event_time_ms, status = 'resolved'),
-              maxIf(event_time_ms, status = 'closed')) AS resolved_ms,
-           countIf(status IN ('resolved', 'closed')) > 0 AS has_resolved,
+           maxIf(event_time_ms, status = 'resolved') AS resolved_ms,
+           countIf(status = 'resolved') > 0 AS has_resolved,
            argMax({dim}, event_time_ms) AS dim_value
     FROM {db}.ticket_events GROUP BY ticket_id"""
 

@@ -5,8 +5,9 @@ order-independent, so any arrival order gives the same state; the window stage w
 contribution and adds its new one whenever its state changes (rating edits, late lifecycle events).
 
 Case rules (docs/metrics.md#support-cases):
-- created_at / first_response_at: the earliest such event; resolved_at: the latest ``resolved`` event, or the
-  latest ``closed`` one when the case has no ``resolved`` event.
+- created_at / first_response_at: the earliest such event; resolved_at: the latest ``resolved`` event.
+  ``closed`` is recorded but is not a resolution (an abandoned call or an auto-closed spam case is closed
+  without being resolved; helpdesks send "solved" before "closed", which adapters map to ``resolved``).
 - first-response time = first_response_at - created_at, counted in the window of first_response_at;
   resolution time = resolved_at - created_at (full resolution time), counted in the window of resolved_at.
   A reopened case resolved again therefore moves its one resolution to the new time, with the new duration.
@@ -149,7 +150,7 @@ def case_contribution(case: CaseState, dimensions: Iterable[str], window_ms: int
         add(case.created_at, WindowAgg(created=1))
     for reopened in case.reopened_at:
         add(reopened, WindowAgg(reopened=1))
-    resolved_at = case.resolved_at if case.resolved_at is not None else case.closed_at
+    resolved_at = case.resolved_at
     samples: tuple[tuple[str, int | None, Mapping[str, int]], ...] = (
         ("first_response", case.first_response_at, rules.first_response_sla),
         ("resolution", resolved_at, rules.resolution_sla))

@@ -246,6 +246,5 @@ def _entity_id(kind: str, record: Mapping[str, Any]) -> str:
 
 
 def _describe(case: CaseState, reason: str) -> str:
-    resolved = case.resolved_at if case.resolved_at is not None else case.closed_at
     return (f"{reason}: created_at={case.created_at} first_response_at={case.first_response_at} "
-            f"resolved_at={resolved} (ms); not counted in first-response or resolution time")
+            f"resolved_at={case.resolved_at} (ms); not counted in first-response or resolution time")

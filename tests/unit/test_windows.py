@@ -294,3 +294,16 @@ def test_resolution_histogram_observed_once_per_new_resolution() -> None:
     assert result.resolutions == [("chat", "high", 1800.0)]
     assert worker.process([t("first_response", 5, 2)], 0.0).resolutions == []  # resolution unchanged
     assert worker.process([t("resolved", 90, 3)], 0.0).resolutions == [("chat", "high", 5400.0)]
+
+
+def test_absurd_duration_is_quarantined() -> None:
+    worker = new_worker(MemoryStore())
+
+    def t(status: str, hours: int, offset: int) -> Item:
+        return Item(TK, 0, offset, "ticket", {
+            "ticket_id": "c", "event_id": status, "status": status, "event_time": BASE + hours * 3600_000,
+            "priority": None, "channel": "chat", "team": None, "agent": None, "category": None, "product": None,
+            "source": "s"})
+
+    result = worker.process([t("created", 0, 0), t("resolved", 4, 1)], 0.0)  # max duration is 3 h here
+    assert [q.reason for q in result.quarantined] == ["absurd_duration"]
