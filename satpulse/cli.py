@@ -1,4 +1,4 @@
-"""``satpulse`` command line: services, topics, worker, publish, demo."""
+"""``satpulse`` command line: services, topics, worker, publish, import, channel, ingest-service, report, demo."""
 
 from __future__ import annotations
 
@@ -140,6 +140,28 @@ def _cmd_ingest_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_time(text: str) -> int:
+    from streams.clean import parse_event_time
+
+    return parse_event_time(text) // 1000
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from satpulse.settings import get_settings
+    from sinks.clickhouse import connect
+    from sinks.report import render, report_rows
+
+    settings = get_settings()
+    ch = connect(args.url or settings.clickhouse_url.get_secret_value())
+    try:
+        rows = report_rows(ch, args.by, args.window, settings.window_seconds, _parse_time(args.from_),
+                           _parse_time(args.to))
+    finally:
+        ch.close()
+    sys.stdout.write(render(rows, args.format))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from satpulse.demo import run_demo
 
@@ -180,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default=None, help="default: SATPULSE_INGEST_HOST")
     p.add_argument("--port", type=int, default=None, help="default: SATPULSE_INGEST_PORT")
     p.set_defaults(func=_cmd_ingest_service)
+    p = sub.add_parser("report", help="CSAT, scores, response/resolution times, SLA breaches, volume and seed "
+                                      "metrics from ClickHouse")
+    p.add_argument("--from", dest="from_", default="1970-01-01T00:00:00Z", help="ISO time or epoch (inclusive)")
+    p.add_argument("--to", default="2100-01-01T00:00:00Z", help="ISO time or epoch (exclusive)")
+    p.add_argument("--by", default="channel",
+                   choices=["all", "channel", "team", "agent", "category", "product", "source"])
+    p.add_argument("--window", default="1h", choices=["1m", "1h", "1d"])
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
+    p.set_defaults(func=_cmd_report)
     p = sub.add_parser("demo", help="end to end on this machine: local Kafka, embedded ClickHouse, sample "
                                     "traffic, worker, report and metrics")
     p.add_argument("--events", type=int, default=5000)
