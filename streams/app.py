@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from satpulse import codec, metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
 from satpulse.settings import get_settings
-from sinks.clickhouse import connect
+from sinks.clickhouse import ClickHouse, ClickHouseError, connect
 from sinks.migrations import migrate
 from sinks.window_store import WindowStore
 from streams.cleaner import route
@@ -64,12 +64,26 @@ _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
 _window_worker: WindowWorker | None = None
 
 
+def _connect_and_migrate() -> ClickHouse:
+    """Blocks until ClickHouse answers and the schema is current (retrying with back-off, logged)."""
+    delay = 0.5
+    while True:
+        try:
+            ch = connect(settings.clickhouse_url.get_secret_value())
+            migrate(ch)
+            return ch
+        except ClickHouseError as exc:
+            metrics.SINK_ERRORS.labels("clickhouse").inc()
+            log.warning("ClickHouse not available, retrying in %.1fs: %s", delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 def _get_window_worker() -> WindowWorker:
     """Built on the executor thread on first use: connects and migrates. Blocks."""
     global _window_worker
     if _window_worker is None:
-        ch = connect(settings.clickhouse_url.get_secret_value())
-        migrate(ch)
+        ch = _connect_and_migrate()
         windower = Windower(settings.window_seconds, settings.grace_seconds, settings.idle_seconds,
                             settings.entity_horizon_seconds)
         rules = CaseRules(settings.sla_first_response_seconds, settings.sla_resolution_seconds,

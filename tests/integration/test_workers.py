@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from satpulse import services as local_services
 from satpulse import topics
 from satpulse.sample import sample_submissions, sample_ticket_events, write_jsonl
 from satpulse.settings import get_settings
-from satpulse.worker_process import WorkerProcess, wait_consumed
+from satpulse.worker_process import WorkerProcess, metric_sum, wait_consumed
 from sinks.clickhouse import connect
 from sinks.queries import totals
 
@@ -70,7 +71,7 @@ def stored(url: str) -> dict[str, tuple[int, ...]]:
         ch.close()
 
 
-def run(tmp_path: Path, url: str, workers: int, kills: int) -> None:
+def run(tmp_path: Path, url: str, workers: int, kills: int, clickhouse_outage: float = 0.0) -> None:
     namespace = f"w-{uuid.uuid4().hex[:8]}"
     now_ms = int(time.time() * 1000)
     feedback = list(sample_submissions(2_000, now_ms - 4 * 3600_000, 3600_000, seed=3))
@@ -88,8 +89,17 @@ def run(tmp_path: Path, url: str, workers: int, kills: int) -> None:
         p.start(timeout=90)
     rng = random.Random(9)
     try:
-        subprocess.run([sys.executable, "-m", "satpulse.cli", "publish", str(path)], env=procs[0].env, check=True,
-                       capture_output=True, timeout=120)
+        if clickhouse_outage:  # the ClickHouse server goes away under a running worker, input keeps coming
+            local_services.ensure_down(["clickhouse"])
+        try:
+            subprocess.run([sys.executable, "-m", "satpulse.cli", "publish", str(path)], env=procs[0].env,
+                           check=True, capture_output=True, timeout=120)
+            time.sleep(clickhouse_outage)
+            if clickhouse_outage:
+                assert metric_sum(procs[0].scrape(), "satpulse_sink_errors_total") > 0  # it was retrying
+        finally:
+            if clickhouse_outage:
+                local_services.ensure_up(["clickhouse"])
         for _ in range(kills):
             time.sleep(rng.uniform(0.5, 3.0))
             procs[0].stop(kill=True)
@@ -104,6 +114,10 @@ def run(tmp_path: Path, url: str, workers: int, kills: int) -> None:
 
 def server_url() -> str:
     return f"clickhouse://default:@127.0.0.1:{get_settings().clickhouse_native_port}/w_{uuid.uuid4().hex[:8]}"
+
+
+def test_clickhouse_down_for_30_s_mid_stream_loses_and_doubles_nothing(services: Any, tmp_path: Path) -> None:
+    run(tmp_path, server_url(), workers=1, kills=0, clickhouse_outage=30.0)
 
 
 def test_two_workers_give_the_offline_totals(services: Any, tmp_path: Path) -> None:
