@@ -13,7 +13,6 @@ Every wait has a generous deadline; nothing asserts on timing.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from satpulse import topics
 from satpulse.services import CONFIG_DIR
 from satpulse.settings import Settings, get_settings
 from satpulse.worker_process import WorkerProcess
+from tests.integration.offline import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -42,11 +42,6 @@ TEST_FOR = "2s"  # the production rule says 5m
 CHANNEL = "chat"
 T = TypeVar("T")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Webhook:

@@ -5,7 +5,6 @@ computation written here from the CSV with the csv module."""
 from __future__ import annotations
 
 import csv
-import socket
 import subprocess
 import sys
 import uuid
@@ -20,6 +19,7 @@ from satpulse.settings import REPO_ROOT, get_settings
 from satpulse.worker_process import WorkerProcess, wait_consumed
 from sinks.clickhouse import connect
 from sinks.queries import totals
+from tests.integration.offline import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +29,6 @@ if not DATA.is_dir():
 FIELDS = ("rated", "satisfied", "score_micros", "created", "first_responses", "first_response_ms", "resolved",
           "resolution_ms")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def hms(text: str) -> int:

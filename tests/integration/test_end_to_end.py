@@ -4,7 +4,6 @@ ClickHouse server) and /metrics, compared with an offline computation written in
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from satpulse.settings import get_settings
 from satpulse.worker_process import WorkerProcess, metric_sum
 from sinks.clickhouse import connect
 from sinks.queries import windows
+from tests.integration.offline import CHANNEL, SATISFIED, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -39,23 +39,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
      "missing_field"),
 ]
 
-# offline answer, independent of streams/: which native values count as satisfied, per scale
-SATISFIED = {
-    "1-5": lambda v: float(v) >= 4,
-    "good_bad": lambda v: v == "good",
-    "freshdesk": lambda v: int(v) in (102, 103),
-    "helpscout": lambda v: v == "great",
-    "0-10": lambda v: int(v) >= 8,
-    "label5": lambda v: v in ("good", "amazing"),
-}
-CHANNEL = {"Phone": "phone", "E-mail": "email", "email": "email", "Live chat": "chat", "web survey": "web",
-           "Social media": "social"}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def offline(submissions: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[int, int]]:

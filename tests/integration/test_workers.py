@@ -5,7 +5,6 @@ ClickHouse Kafka Connect's ExactlyOnceTest)."""
 from __future__ import annotations
 
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -23,20 +22,11 @@ from satpulse.settings import get_settings
 from satpulse.worker_process import WorkerProcess, metric_sum, wait_consumed
 from sinks.clickhouse import connect
 from sinks.queries import totals
+from tests.integration.offline import CHANNEL, SATISFIED, free_port
 
 pytestmark = pytest.mark.integration
 
-SATISFIED = {"1-5": lambda v: float(v) >= 4, "good_bad": lambda v: v == "good",
-             "freshdesk": lambda v: int(v) in (102, 103), "helpscout": lambda v: v == "great",
-             "0-10": lambda v: int(v) >= 8, "label5": lambda v: v in ("good", "amazing")}
-CHANNEL = {"Phone": "phone", "E-mail": "email", "email": "email", "Live chat": "chat", "web survey": "web",
-           "Social media": "social"}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def offline(feedback: list[dict[str, Any]], tickets: list[dict[str, Any]]) -> dict[str, tuple[int, ...]]:

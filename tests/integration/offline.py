@@ -1,0 +1,25 @@
+"""Pieces of the offline answers shared by the integration tests, written independently of streams/:
+which native values of satpulse.sample's scales are satisfied, and its channel spellings."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+SATISFIED: dict[str, Callable[[object], bool]] = {
+    "1-5": lambda v: float(str(v)) >= 4,
+    "good_bad": lambda v: v == "good",
+    "freshdesk": lambda v: int(str(v)) in (102, 103),
+    "helpscout": lambda v: v == "great",
+    "0-10": lambda v: int(str(v)) >= 8,
+    "label5": lambda v: v in ("good", "amazing"),
+}
+CHANNEL = {"Phone": "phone", "E-mail": "email", "email": "email", "Live chat": "chat", "web survey": "web",
+           "Social media": "social"}
+
+
+def free_port() -> int:
+    """A loopback TCP port that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
