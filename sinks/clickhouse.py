@@ -12,6 +12,7 @@ A backend is not thread-safe (clickhouse-driver's Client is not): use one per th
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -92,8 +93,6 @@ class ChdbClickHouse:
         self._run(_substitute(sql, params), "TabSeparated")
 
     def query(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
-        import json
-
         result = self._run(_substitute(sql, params), "JSONCompact")
         text = result.bytes().decode() if hasattr(result, "bytes") else str(result)
         if not text.strip():
@@ -103,8 +102,9 @@ class ChdbClickHouse:
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        values = ",".join("(" + ",".join(_literal(v) for v in row) + ")" for row in rows)
-        self._run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}", "TabSeparated")
+        # JSONEachRow data, not SQL literals: the values never pass through the SQL parser
+        data = "\n".join(json.dumps(dict(zip(columns, row, strict=True)), ensure_ascii=False) for row in rows)
+        self._run(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT JSONEachRow\n{data}", "TabSeparated")
 
     def close(self) -> None:
         """Close the process's chDB session (releases the data directory for other processes)."""
