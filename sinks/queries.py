@@ -74,7 +74,8 @@ _CASES_SQL = """
 def seed_metrics(ch: ClickHouse, dimension: str, window_seconds: int, from_s: int = 0,
                  to_s: int = 2**32 - 1) -> list[SeedRow]:
     """Seed CSAT per window of the rating's event time and seed RTT per window of the resolution time,
-    by ``dimension`` (a column name or ``all``). Ratings use their latest version."""
+    by ``dimension`` (a column name or ``all``). Ratings use their latest version (ties: highest event id, as
+    the stream does)."""
     if dimension not in ("all", "channel", "team", "agent", "category", "product", "source"):
         raise ValueError(f"unknown dimension {dimension!r}")
     dim = "'all'" if dimension == "all" else f"ifNull(toString({dimension}), 'unknown')"
@@ -82,9 +83,10 @@ def seed_metrics(ch: ClickHouse, dimension: str, window_seconds: int, from_s: in
     csat = ch.query(
         f"""SELECT dim_value, intDiv(ts, %(size)s) * %(size)s AS ws, avg(5 * score / (score + hours)), count()
         FROM (
-            SELECT rating_id, argMax(ifNull(score, -1), rating_version) AS score,
-                   argMax(ifNull(ticket_id, ''), rating_version) AS ticket_id,
-                   argMax(toUInt32(event_time), rating_version) AS ts, argMax({dim}, rating_version) AS dim_value
+            SELECT rating_id, argMax(ifNull(score, -1), (rating_version, event_id)) AS score,
+                   argMax(ifNull(ticket_id, ''), (rating_version, event_id)) AS ticket_id,
+                   argMax(toUInt32(event_time), (rating_version, event_id)) AS ts,
+                   argMax({dim}, (rating_version, event_id)) AS dim_value
             FROM {db}.feedback_events GROUP BY rating_id
         ) AS ratings ALL INNER JOIN (
             SELECT ticket_id, (resolved_ms - created_ms) / 3600000 AS hours

@@ -115,7 +115,8 @@ def test_store_equals_batch_recomputation_with_crashes(ch: ClickHouse) -> None:
     # seed formulas, computed independently here
     latest: dict[str, dict[str, Any]] = {}
     for r in feedback:
-        if r["rating_id"] not in latest or r["rating_version"] > latest[r["rating_id"]]["rating_version"]:
+        old = latest.get(r["rating_id"])
+        if old is None or (r["rating_version"], r["event_id"]) > (old["rating_version"], old["event_id"]):
             latest[r["rating_id"]] = r
     cases: dict[str, dict[str, list[int]]] = {}
     for t in tickets:
