@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -24,7 +25,19 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from adapters.publisher import ensure_topics
+    from satpulse.settings import get_settings
     from streams.app import app
+
+    delay = 1.0
+    while True:  # subscribe to existing partitions, not to ones auto-created mid-rebalance; wait for Kafka
+        try:
+            ensure_topics(get_settings())
+            break
+        except Exception as exc:  # kafka.errors.KafkaError, NoBrokersAvailable, socket errors
+            print(f"satpulse worker: Kafka not ready ({exc}); retrying in {delay:.0f}s", file=sys.stderr)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     sys.argv = [sys.argv[0], "worker", "--loglevel", args.loglevel]
     app.main()

@@ -1,0 +1,425 @@
+"""Benchmark harness (issue 7): our worker vs a bare consumer, a naive Faust agent and Quix Streams.
+
+``make bench`` or ``.venv/bin/python bench/run.py [--events N] [--partitions P]``. Starts Kafka (settings from
+the environment), produces N raw submissions once to the ingest topic of a fresh namespace, then runs each
+contender on that same topic, one after the other, and writes a markdown table to bench/results/latest.md.
+What is measured and how: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from satpulse import services, topics  # noqa: E402
+from satpulse.sample import sample_submissions, sample_ticket_events  # noqa: E402
+from satpulse.settings import get_settings  # noqa: E402
+from satpulse.worker_process import WorkerProcess, committed_lag  # noqa: E402
+
+POLL_SECONDS = 0.2
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    name: str
+    events: int = 0
+    rate: float | None = None  # events/s over the steady interval (see README)
+    wall_s: float | None = None  # process launch -> everything consumed
+    rss_mb: float | None = None
+    cpu_per_m: float | None = None  # CPU s per 1M events over the steady interval
+    cpu_total_per_m: float | None = None  # whole process life, start-up included
+    note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- /proc
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of ``pid`` (and of its waited-for children) in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / CLK_TCK
+
+
+def proc_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def generate(n: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
+    """``n`` raw submissions as (key, JSON value): ~80 % feedback, ~20 % ticket lifecycle events, shuffled.
+
+    Feedback event times lie in the last hour; ticket lifecycles (which span up to 3 h after creation) are
+    created 4 h to 3 h ago, so that no event lies in the future.
+    """
+    now_ms = int(time.time() * 1000)
+    tickets = list(sample_ticket_events(max(1, int(n * 0.2 / 3.2)), now_ms - 4 * 3_600_000, 3_600_000, seed))
+    tickets = tickets[: n // 5]
+    feedback = list(sample_submissions(n - len(tickets), now_ms - 3_600_000, 3_600_000, seed))
+    events = feedback + tickets
+    random.Random(seed).shuffle(events)
+    return [(str(e.get("ticket_id") or e["event_id"]).encode(), json.dumps(e).encode()) for e in events]
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
+    """Produce once (acks=1, large batches); returns seconds taken."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=50, batch_size=1024 * 1024,
+                             max_request_size=8 * 1024 * 1024)
+    started = time.monotonic()
+    try:
+        for key, value in messages:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+    return time.monotonic() - started
+
+
+# ----------------------------------------------------------------------------------------------- measuring
+
+
+def follow(name: str, bootstrap: str, group: str, topic_names: Callable[[], list[str]], total: int, pid: int,
+           launched: float, timeout: float, alive: Callable[[], bool]) -> Result:
+    """Poll the group's committed lag (every 0.2 s) and the process's CPU until the lag is 0.
+
+    Rate = events committed between the first poll that saw a commit and the poll that saw lag 0, divided by
+    that interval. ``total`` is the number of messages the group must consume over all topics (unknown for
+    intermediate topics: then the lag over ``topic_names()`` is simply polled down to 0 after the ingest is).
+    """
+    deadline = time.monotonic() + timeout
+    first_t = first_cpu = None
+    first_left = 0
+    last_lag = -1
+    while time.monotonic() < deadline:
+        if not alive():
+            return Result(name, note=f"process exited early (lag {last_lag})")
+        names = topic_names()
+        try:
+            lag = committed_lag(bootstrap, group, names)
+        except Exception as exc:  # the group may not exist yet
+            lag, _ = -1, exc
+        now, cpu = time.monotonic(), proc_cpu(pid)
+        if lag >= 0:
+            last_lag = lag
+            if first_t is None and lag < total:
+                first_t, first_cpu, first_left = now, cpu, lag
+            if lag == 0:
+                rss = proc_hwm_mb(pid)
+                result = Result(name, events=total, wall_s=now - launched, rss_mb=rss,
+                                cpu_total_per_m=cpu / total * 1e6)
+                assert first_t is not None and first_cpu is not None
+                steady = first_left  # events committed after the first poll that saw a commit
+                if now > first_t and steady > 0:
+                    result.rate = steady / (now - first_t)
+                    result.cpu_per_m = (cpu - first_cpu) / steady * 1e6
+                else:
+                    result.note = "first commit seen only at the end: too few events to measure a rate"
+                result.extra = {"first_commit_after_s": first_t - launched, "steady_events": steady,
+                                "first_cpu_s": first_cpu}
+                return result
+        time.sleep(POLL_SECONDS)
+    return Result(name, note=f"timed out after {timeout:.0f}s (lag {last_lag})")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(10)
+
+
+def run_ours(args: argparse.Namespace, ns: str, bootstrap: str, n: int, tmp: Path) -> Result:
+    t = topics.for_namespace(ns)
+    worker_id = f"bench-worker-{uuid.uuid4().hex[:8]}"
+    env = {"SATPULSE_TOPIC_NAMESPACE": ns, "SATPULSE_WORKER_ID": worker_id,
+           "SATPULSE_CLICKHOUSE_URL": f"chdb://{tmp / 'chdb'}", "SATPULSE_TOPIC_PARTITIONS": str(args.partitions)}
+    worker = WorkerProcess(env, tmp / "ours-worker.log", get_settings().worker_web_port)
+    launched = time.monotonic()
+    worker.start(timeout=120)
+    assert worker.proc is not None
+    ready = time.monotonic() - launched
+    proc = worker.proc
+    try:
+        # the worker's input is the ingest topic plus the feedback/tickets topics it writes and reads back
+        # (every ingest message produces exactly one message on feedback, tickets or dead letters)
+        names = [t.ingest, t.feedback, t.tickets]
+
+        def expected() -> int:
+            from kafka import KafkaConsumer, TopicPartition
+            consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+            try:
+                parts = [TopicPartition(x, p) for x in names for p in consumer.partitions_for_topic(x) or ()]
+                return int(sum(consumer.end_offsets(parts).values()))
+            finally:
+                consumer.close()
+
+        result = follow_until_all(f"ours (satpulse worker, {worker_id})", bootstrap, worker_id, names, n, expected,
+                                  proc.pid, launched, args.timeout, lambda: proc.poll() is None)
+        result.extra["metrics_ready_after_s"] = ready
+        result.note = (f"ingest {n:,} + {result.extra.get('clean_events', 0):,.0f} clean events re-read; "
+                       f"/metrics up after {ready:.1f}s")
+        return result
+    finally:
+        worker.stop()
+
+
+def follow_until_all(name: str, bootstrap: str, group: str, names: list[str], n: int, expected: Callable[[], int],
+                     pid: int, launched: float, timeout: float, alive: Callable[[], bool]) -> Result:
+    """Like :func:`follow`, but the rate counts ingest events only (N / interval), since feedback/tickets are
+    the worker's own intermediate topics; the total to consume grows while the cleaner writes them."""
+    deadline = time.monotonic() + timeout
+    first_t = first_cpu = None
+    first_left = 0
+    last = -1
+    while time.monotonic() < deadline:
+        if not alive():
+            return Result(name, note=f"worker exited early (lag {last})")
+        try:
+            ingest_lag = committed_lag(bootstrap, group, names[:1])
+            lag = committed_lag(bootstrap, group, names)
+        except Exception:
+            ingest_lag = lag = -1
+        now, cpu = time.monotonic(), proc_cpu(pid)
+        if lag >= 0:
+            last = lag
+            if first_t is None and ingest_lag < n:
+                first_t, first_cpu, first_left = now, cpu, ingest_lag
+            if lag == 0 and ingest_lag == 0 and expected() >= 2 * n - n // 100:
+                assert first_t is not None and first_cpu is not None
+                result = Result(name, events=n, wall_s=now - launched, rss_mb=proc_hwm_mb(pid),
+                                cpu_total_per_m=cpu / n * 1e6)
+                if now > first_t and first_left > 0:
+                    result.rate = first_left / (now - first_t)
+                    result.cpu_per_m = (cpu - first_cpu) / first_left * 1e6
+                result.extra = {"first_commit_after_s": first_t - launched, "clean_events": expected() - n}
+                return result
+        time.sleep(POLL_SECONDS)
+    return Result(name, note=f"timed out after {timeout:.0f}s (lag {last})")
+
+
+def run_bare(args: argparse.Namespace, ns: str, bootstrap: str, n: int) -> Result:
+    group = f"bench-bare-{uuid.uuid4().hex[:8]}"
+    launched = time.monotonic()
+    done = subprocess.run([sys.executable, str(BENCH_DIR / "bare_consumer.py"), "--bootstrap", bootstrap,
+                           "--topic", topics.for_namespace(ns).ingest, "--group", group, "--events", str(n)],
+                          capture_output=True, text=True, timeout=args.timeout, check=False)
+    wall = time.monotonic() - launched
+    if done.returncode != 0:
+        return Result("bare aiokafka getmany + json.loads", note=f"failed: {done.stderr[-300:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    span = out["done"] - out["first"]
+    return Result("bare aiokafka getmany + json.loads", events=out["count"], rate=out["count"] / span,
+                  wall_s=wall, rss_mb=out["rss_hwm_kb"] / 1024,
+                  cpu_per_m=(out["cpu_s"] - out["cpu_first_s"]) / out["count"] * 1e6,
+                  cpu_total_per_m=out["cpu_s"] / out["count"] * 1e6,
+                  note="first message -> Nth message, measured in-process")
+
+
+def run_subprocess_app(args: argparse.Namespace, name: str, argv: list[str], ns: str, bootstrap: str, n: int,
+                       tmp: Path, group: str, extra_topics: Callable[[list[str]], list[str]]) -> Result:
+    ingest = topics.for_namespace(ns).ingest
+    env = {**os.environ, "BENCH_GROUP": group, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": ingest,
+           "BENCH_PARTITIONS": str(args.partitions), "BENCH_DATADIR": str(tmp / group),
+           "BENCH_WEB_PORT": str(get_settings().worker_web_port + 1)}
+    log = (tmp / f"{group}.log").open("ab")
+    launched = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            cwd=BENCH_DIR)
+    try:
+        from kafka.admin import KafkaAdminClient
+
+        def names() -> list[str]:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+            try:
+                return [ingest, *extra_topics(list(admin.list_topics()))]
+            finally:
+                admin.close()
+
+        result = follow(name, bootstrap, group, lambda: [ingest], n, proc.pid, launched, args.timeout,
+                        lambda: proc.poll() is None)
+        if result.rate is not None and result.extra.get("steady_events"):
+            # wait for intermediate topics (Quix repartition) too; the rate counts ingest events only
+            more = [x for x in names() if x != ingest]
+            if more:
+                deadline = time.monotonic() + args.timeout
+                while committed_lag(bootstrap, group, more) and time.monotonic() < deadline:
+                    time.sleep(POLL_SECONDS)
+                now = time.monotonic()
+                first = launched + result.extra["first_commit_after_s"]
+                steady = result.extra["steady_events"]
+                cpu = proc_cpu(proc.pid)
+                result.wall_s, result.rss_mb = now - launched, proc_hwm_mb(proc.pid)
+                result.rate = steady / (now - first)
+                result.cpu_per_m = (cpu - (result.extra.get("first_cpu_s") or 0.0)) / steady * 1e6
+                result.cpu_total_per_m = cpu / n * 1e6
+                result.note = f"incl. repartition topic(s) {', '.join(more)}"
+        return result
+    finally:
+        stop(proc)
+        log.close()
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def table(results: list[Result], skipped: list[str]) -> str:
+    by = {r.name.split(" ")[0]: r for r in results}
+    ours = by.get("ours")
+
+    def ratio(other: str) -> str:
+        o = by.get(other)
+        if ours is None or o is None or ours.rate is None or o.rate is None:
+            return "—"
+        return f"{ours.rate / o.rate:.2f}"
+
+    lines = ["| contender | events | events/s (first commit → done) | events/s (N / wall) "
+             "| wall s (launch → consumed) | peak RSS MB | CPU s / 1M (steady) "
+             "| CPU s / 1M (incl. start-up) | note |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        lines.append(f"| {r.name} | {r.events:,} | {fmt(r.rate, ',.0f')} | "
+                     f"{fmt(r.events / r.wall_s if r.wall_s else None, ',.0f')} | {fmt(r.wall_s, '.1f')} | "
+                     f"{fmt(r.rss_mb, '.0f')} | {fmt(r.cpu_per_m, '.1f')} | {fmt(r.cpu_total_per_m, '.1f')} "
+                     f"| {r.note} |")
+    lines += ["", "| ratio | value |", "|---|---:|", f"| ours / bare | {ratio('bare')} |",
+              f"| ours / quix | {ratio('quix')} |", f"| ours / naive-faust | {ratio('naive')} |"]
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(skipped)]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal:"))
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    return (f"{os.cpu_count()} CPUs ({cpu}), {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}, "
+            f"Python {platform.python_version()}")
+
+
+def quix_python(requested: str | None) -> str | None:
+    """An interpreter that can import quixstreams: --quix-python, $SATPULSE_BENCH_QUIX_PYTHON, this venv,
+    or bench/.venv-quix."""
+    candidates = [requested, os.environ.get("SATPULSE_BENCH_QUIX_PYTHON"), sys.executable,
+                  str(BENCH_DIR / ".venv-quix" / "bin" / "python")]
+    for python in candidates:
+        if python and Path(python).exists() and subprocess.run(
+                [python, "-W", "ignore", "-c", "import quixstreams"], capture_output=True, check=False
+        ).returncode == 0:
+            return python
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=900.0, help="per contender, seconds")
+    parser.add_argument("--only", default="ours,bare,naive,quix", help="comma-separated contenders")
+    parser.add_argument("--quix-python", default=None, help="interpreter with quixstreams installed")
+    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "latest.md")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+
+    settings = get_settings()
+    bootstrap = settings.kafka_bootstrap
+    print(f"starting Kafka ({bootstrap}) ...", flush=True)
+    services.ensure_up(["kafka"])
+
+    from adapters.publisher import ensure_topics
+
+    ns = f"bench{uuid.uuid4().hex[:8]}"
+    t = topics.for_namespace(ns)
+    ensure_topics(settings.model_copy(update={"topic_namespace": ns, "topic_partitions": args.partitions}), t.all())
+    n = args.events
+    started = time.monotonic()
+    messages = generate(n)
+    gen_s = time.monotonic() - started
+    prod_s = produce(bootstrap, t.ingest, messages)
+    del messages
+    print(f"namespace {ns}: generated {n:,} events in {gen_s:.1f}s, produced to {t.ingest} "
+          f"({args.partitions} partitions) in {prod_s:.1f}s", flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="satpulse-bench-"))
+    results: list[Result] = []
+    skipped: list[str] = []
+    try:
+        if "ours" in only:
+            print("running ours ...", flush=True)
+            results.append(run_ours(args, ns, bootstrap, n, tmp))
+        if "bare" in only:
+            print("running bare consumer ...", flush=True)
+            results.append(run_bare(args, ns, bootstrap, n))
+        if "naive" in only:
+            print("running naive Faust ...", flush=True)
+            group = f"bench-naive-{uuid.uuid4().hex[:8]}"
+            results.append(run_subprocess_app(
+                args, "naive Faust (per-event async for + tumbling table)",
+                [sys.executable, str(BENCH_DIR / "naive_faust.py"), "worker", "-l", "warn"],
+                ns, bootstrap, n, tmp, group, lambda _: []))
+        if "quix" in only:
+            python = quix_python(args.quix_python)
+            if python is None:
+                skipped.append("Quix Streams: quixstreams not importable (pip install quixstreams, see README)")
+            else:
+                print(f"running Quix Streams ({python}) ...", flush=True)
+                group = f"bench-quix-{uuid.uuid4().hex[:8]}"
+                results.append(run_subprocess_app(
+                    args, "quix streams (decode, validate, group_by channel, 1-min tumbling reduce)",
+                    [python, "-W", "ignore", str(BENCH_DIR / "quix_app.py")], ns, bootstrap, n, tmp, group,
+                    lambda all_topics: [x for x in all_topics if x.startswith("repartition") and group in x]))
+    finally:
+        if os.environ.get("SATPULSE_BENCH_KEEP_TMP"):
+            print(f"logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    report = "\n".join([
+        f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M:%S %Z')})", "",
+        f"- command: `{command}`",
+        f"- machine: {machine()}",
+        f"- input: {n:,} raw submissions (~80 % feedback, ~20 % ticket events) on `{t.ingest}`, "
+        f"{args.partitions} partitions, local single-node Kafka on the same machine",
+        "- contenders run one after the other on the same topic, each with a fresh consumer group; "
+        "Kafka shares the CPUs with them, so expect noise of +/-10-20 % between runs", "",
+        table(results, skipped), ""])
+    print(report)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    print(f"written to {args.output}")
+    return 0 if all(r.rate is not None for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
