@@ -301,7 +301,7 @@ def table(results: list[Result], skipped: list[str]) -> str:
         o = by.get(other)
         if ours is None or o is None or ours.rate is None or o.rate is None:
             return "—"
-        return f"{ours.rate / o.rate:.2f}"
+        return f"{ours.rate / o.rate:.3f}"
 
     lines = ["| contender | events | events/s (first commit → done) | events/s (N / wall) "
              "| wall s (launch → consumed) | peak RSS MB | CPU s / 1M (steady) "
