@@ -4,7 +4,11 @@ which native values of satpulse.sample's scales are satisfied, and its channel s
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Callable
+from pathlib import Path
+
+from satpulse.settings import get_settings
 
 SATISFIED: dict[str, Callable[[object], bool]] = {
     "1-5": lambda v: float(str(v)) >= 4,
@@ -23,3 +27,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def clickhouse_url(engine: str, tmp_path: Path, prefix: str = "t") -> str:
+    """A fresh place to store: a chDB directory under ``tmp_path`` or a new database on the local server."""
+    if engine == "chdb":
+        return f"chdb://{tmp_path / 'chdb'}"
+    port = get_settings().clickhouse_native_port
+    return f"clickhouse://default:@127.0.0.1:{port}/{prefix}_{uuid.uuid4().hex[:8]}"

@@ -5,7 +5,6 @@ seed formulas and hostile dimension values are checked against offline computati
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from streams.aggregates import WindowAgg
 from streams.entities import CaseRules, batch_cells
 from streams.window_worker import Item, WindowWorker
 from streams.windows import Windower
+from tests.integration.offline import clickhouse_url
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +31,7 @@ HOSTILE = ["O'Brien", "x'); DROP TABLE window_cells; --", "\\N", "é漢字🙂",
 
 @pytest.fixture(params=["chdb", "server"])
 def ch(request: pytest.FixtureRequest, services: Any, tmp_path: Path) -> Iterator[ClickHouse]:
-    from satpulse.settings import get_settings
-
-    if request.param == "chdb":
-        url = f"chdb://{tmp_path / 'chdb'}"
-    else:
-        url = f"clickhouse://default:@127.0.0.1:{get_settings().clickhouse_native_port}/t_{uuid.uuid4().hex[:8]}"
-    engine = connect(url)
+    engine = connect(clickhouse_url(request.param, tmp_path))
     migrate(engine)
     assert migrate(engine) == []  # idempotent
     yield engine

@@ -10,7 +10,6 @@ import re
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from satpulse import metrics
 from satpulse.settings import get_settings
 from sinks.clickhouse import ClickHouse, connect
 from sinks.migrations import migrate
+from tests.integration.offline import clickhouse_url
 
 pytestmark = pytest.mark.integration
 
@@ -216,11 +216,7 @@ CHECKED = {"CSAT per window by channel", "Rated feedback per window by channel",
 
 @pytest.fixture(params=["chdb", "server"])
 def loaded_clickhouse(request: pytest.FixtureRequest, services: object, tmp_path: Path) -> Iterator[ClickHouse]:
-    if request.param == "chdb":
-        url = f"chdb://{tmp_path / 'chdb'}"
-    else:
-        url = f"clickhouse://default:@127.0.0.1:{get_settings().clickhouse_native_port}/dash_{uuid.uuid4().hex[:8]}"
-    ch = connect(url)
+    ch = connect(clickhouse_url(request.param, tmp_path, "dash"))
     try:
         migrate(ch)
         _load_cells(ch)
