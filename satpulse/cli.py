@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from streams.entities import DIMENSION_FIELDS
+
 
 def _cmd_services(args: argparse.Namespace) -> int:
     from satpulse import services
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from", dest="from_", default="1970-01-01T00:00:00Z", help="ISO time or epoch (inclusive)")
     p.add_argument("--to", default="2100-01-01T00:00:00Z", help="ISO time or epoch (exclusive)")
     p.add_argument("--by", default="channel",
-                   choices=["all", "channel", "team", "agent", "category", "product", "source"])
+                   choices=["all", *DIMENSION_FIELDS])
     p.add_argument("--window", default="1h", choices=["1m", "1h", "1d"])
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
     p.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")

@@ -13,6 +13,7 @@ from typing import Any
 from sinks.clickhouse import ClickHouse
 from sinks.window_store import MERGED_AGG_SQL, agg_from_row
 from streams.aggregates import WindowAgg
+from streams.entities import DIMENSION_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,7 @@ def seed_metrics(ch: ClickHouse, dimension: str, window_seconds: int, from_s: in
     """Seed CSAT per window of the rating's event time and seed RTT per window of the resolution time,
     by ``dimension`` (a column name or ``all``). Ratings use their latest version (ties: highest event id, as
     the stream does)."""
-    if dimension not in ("all", "channel", "team", "agent", "category", "product", "source"):
+    if dimension not in ("all", *DIMENSION_FIELDS):
         raise ValueError(f"unknown dimension {dimension!r}")
     dim = "'all'" if dimension == "all" else f"ifNull(toString({dimension}), 'unknown')"
     db, params = ch.database, {"size": window_seconds, "f": from_s, "t": to_s}

@@ -15,7 +15,7 @@ from typing import Any
 
 from sinks.clickhouse import ClickHouse
 from streams.aggregates import WindowAgg
-from streams.entities import RatingState, WindowKey
+from streams.entities import DIMENSION_FIELDS, RatingState, WindowKey, newer_rating
 from streams.windows import CellRow, Source
 
 # WindowAgg fields in column order; sketches are stored as parallel key/count arrays
@@ -37,7 +37,6 @@ _SINGLE_AGG_SQL = ", ".join([
     *_SCALARS, "score_hist", *_CASE_SCALARS, "(first_response_sketch_keys, first_response_sketch_counts)",
     "first_response_breaches", *_RESOLUTION_SCALARS, "(resolution_sketch_keys, resolution_sketch_counts)",
     "resolution_breaches"])
-DIMENSION_COLUMNS = ("channel", "team", "agent", "category", "product", "source")
 FEEDBACK_COLUMNS = ("rating_id", "rating_version", "event_id", "source", "channel", "event_time", "event_time_ms",
                     "ingest_time_ms", "ticket_id", "agent", "team", "category", "product", "customer_id",
                     "native_value", "native_scale", "score", "satisfied", "comment", "sentiment",
@@ -152,16 +151,14 @@ class WindowStore:
             return {}
         rows = self.ch.query(
             "SELECT rating_id, rating_version, event_id, event_time_ms, "
-            f"{', '.join(DIMENSION_COLUMNS)}, satisfied, score FROM {self.db}.feedback_events "
+            f"{', '.join(DIMENSION_FIELDS)}, satisfied, score FROM {self.db}.feedback_events "
             "WHERE rating_id IN %(ids)s AND source_partition = %(p)s AND source_offset <= %(o)s",
             {"ids": wanted, "p": source[1], "o": max_offset})
         found: dict[str, RatingState] = {}
         for r in rows:
-            dims = tuple(zip(DIMENSION_COLUMNS, r[4:10], strict=True))
+            dims = tuple(zip(DIMENSION_FIELDS, r[4:10], strict=True))
             state = RatingState(int(r[1]), r[2], int(r[3]), dims, None if r[10] is None else bool(r[10]), r[11])
-            old = found.get(r[0])
-            if old is None or (state.version, state.event_id) > (old.version, old.event_id):
-                found[r[0]] = state
+            found[r[0]] = newer_rating(found.get(r[0]), state)
         return found
 
     def load_ticket_events(self, source: Source, ids: Iterable[str], max_offset: int
@@ -171,14 +168,14 @@ class WindowStore:
         if not wanted or max_offset < 0:
             return {}
         rows = self.ch.query(
-            f"SELECT ticket_id, event_id, status, event_time_ms, priority, {', '.join(DIMENSION_COLUMNS)} "
+            f"SELECT ticket_id, event_id, status, event_time_ms, priority, {', '.join(DIMENSION_FIELDS)} "
             f"FROM {self.db}.ticket_events "
             "WHERE ticket_id IN %(ids)s AND source_partition = %(p)s AND source_offset <= %(o)s",
             {"ids": wanted, "p": source[1], "o": max_offset})
         found: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
             record = {"ticket_id": r[0], "event_id": r[1], "status": r[2], "event_time": int(r[3]),
-                      "priority": r[4], **dict(zip(DIMENSION_COLUMNS, r[5:11], strict=True))}
+                      "priority": r[4], **dict(zip(DIMENSION_FIELDS, r[5:11], strict=True))}
             found.setdefault(r[0], []).append(record)
         return found
 

@@ -25,12 +25,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from satpulse import codec, metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
 from satpulse.settings import get_settings
-from sinks.clickhouse import ClickHouse, ClickHouseError, connect
+from sinks.clickhouse import ClickHouse, connect
 from sinks.migrations import migrate
 from sinks.window_store import WindowStore
 from streams.cleaner import route
 from streams.entities import CaseRules
-from streams.window_worker import Item, WindowResult, WindowWorker
+from streams.window_worker import Item, WindowResult, WindowWorker, retry_clickhouse
 from streams.windows import Windower
 
 log = logging.getLogger(__name__)
@@ -66,17 +66,13 @@ _window_worker: WindowWorker | None = None
 
 def _connect_and_migrate() -> ClickHouse:
     """Blocks until ClickHouse answers and the schema is current (retrying with back-off, logged)."""
-    delay = 0.5
-    while True:
-        try:
-            ch = connect(settings.clickhouse_url.get_secret_value())
-            migrate(ch)
-            return ch
-        except ClickHouseError as exc:
-            metrics.SINK_ERRORS.labels("clickhouse").inc()
-            log.warning("ClickHouse not available, retrying in %.1fs: %s", delay, exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
+
+    def attempt() -> ClickHouse:
+        ch = connect(settings.clickhouse_url.get_secret_value())
+        migrate(ch)
+        return ch
+
+    return retry_clickhouse("connect", attempt)
 
 
 def _get_window_worker() -> WindowWorker:

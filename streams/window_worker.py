@@ -67,6 +67,21 @@ class WindowResult:
     is_final: bool
 
 
+def retry_clickhouse(what: str, call: Callable[[], T], max_delay: float = 30.0,
+                     sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call until it does not raise ClickHouseError, backing off exponentially up to ``max_delay``; every
+    failure is logged and counted in satpulse_sink_errors_total. Blocks for as long as ClickHouse is down."""
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except ClickHouseError as exc:
+            metrics.SINK_ERRORS.labels("clickhouse").inc()
+            log.warning("ClickHouse %s failed, retrying in %.1fs: %s", what, delay, exc)
+            sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
 class WindowWorker:
     """Owns the :class:`Windower` and the :class:`WindowStore` of one worker process."""
 
@@ -82,15 +97,7 @@ class WindowWorker:
         self._gauge_window: dict[tuple[str, str], int] = {}  # window start shown by the gauges
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
-        delay = 0.2
-        while True:
-            try:
-                return call()
-            except ClickHouseError as exc:
-                metrics.SINK_ERRORS.labels("clickhouse").inc()
-                log.warning("ClickHouse %s failed, retrying in %.1fs: %s", what, delay, exc)
-                self._sleep(delay)
-                delay = min(delay * 2, self.retry_max_seconds)
+        return retry_clickhouse(what, call, self.retry_max_seconds, self._sleep)
 
     # --- entities ---------------------------------------------------------------------------------------
     def _contribution(self, kind: str, state: Any) -> tuple[Contribution, frozenset[str]]:
