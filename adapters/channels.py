@@ -12,8 +12,8 @@ publishes them (docs/adapters.md#channel-files).
 - Chat transcripts (JSON): created, first agent response after the customer's first message, end of chat
   (resolved / closed), and the rating given in the chat widget.
 - Social mentions (JSONL, text and no score): feedback with the text as comment and **no rating**; the text is
-  scored with VADER (vaderSentiment, lexicon shipped in the package) into ``sentiment`` (compound -1..1) and
-  ``sentiment_label``, never into a rating, so it never enters CSAT.
+  scored into ``sentiment`` (-1..1), ``sentiment_label`` and ``sentiment_model``, never into a rating, so it never
+  enters CSAT: Chinese text with SnowNLP, anything else with VADER (both models ship inside their packages).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlparse
 
 Submission = dict[str, Any]
@@ -198,18 +198,49 @@ def parse_chat_transcript(transcript: Mapping[str, Any], source: str = "chat") -
 
 # --- social mentions ------------------------------------------------------------------------------------------
 
+class Sentiment(NamedTuple):
+    score: float  # -1.0 (negative) .. 1.0 (positive)
+    label: str  # positive (score >= 0.05), negative (<= -0.05), neutral
+    model: str  # vader | snownlp
+
+
+# CJK Unified Ideographs (with extension A and the compatibility block); kana marks Japanese, not Chinese
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_KANA = re.compile(r"[\u3040-\u30ff]")
+CHINESE_MIN_SHARE = 0.3
+
+
+def is_chinese(text: str) -> bool:
+    """Han characters make up at least 30 % of the letters and there is no kana (Japanese mixes both)."""
+    letters = sum(1 for char in text if char.isalpha())
+    return bool(letters) and not _KANA.search(text) and len(_HAN.findall(text)) >= CHINESE_MIN_SHARE * letters
+
+
 @lru_cache(maxsize=1)
-def _analyzer() -> Any:
+def _vader() -> Any:
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     return SentimentIntensityAnalyzer()
 
 
-def sentiment(text: str) -> tuple[float, str]:
-    """VADER compound score (-1..1) and its conventional label (>= 0.05 positive, <= -0.05 negative)."""
-    compound = float(_analyzer().polarity_scores(text)["compound"])
-    label = "positive" if compound >= 0.05 else "negative" if compound <= -0.05 else "neutral"
-    return compound, label
+def _snownlp_positive(text: str) -> float:
+    """SnowNLP's probability that the text is positive (0..1). Its first call loads the model shipped in the
+    package (about 2 s)."""
+    from snownlp import SnowNLP
+
+    return float(SnowNLP(text).sentiments)
+
+
+def sentiment(text: str) -> Sentiment:
+    """Chinese text (:func:`is_chinese`): SnowNLP's positive probability p as ``2p - 1``; anything else: VADER's
+    compound score. Both lie in -1..1 and get the same labels (>= 0.05 positive, <= -0.05 negative)."""
+    if is_chinese(text):
+        score, model = 2.0 * _snownlp_positive(text) - 1.0, "snownlp"
+    else:
+        score, model = float(_vader().polarity_scores(text)["compound"]), "vader"
+    score = min(1.0, max(-1.0, score))
+    label = "positive" if score >= 0.05 else "negative" if score <= -0.05 else "neutral"
+    return Sentiment(score, label, model)
 
 
 def parse_social_mention(mention: Mapping[str, Any], source: str = "social") -> list[Submission]:
@@ -219,13 +250,13 @@ def parse_social_mention(mention: Mapping[str, Any], source: str = "social") -> 
     created = mention.get("created_at")
     if mention_id is None or text is None or created in (None, ""):
         raise ChannelError("id, text and created_at are required")
-    score, label = sentiment(text)
+    scored = sentiment(text)
     platform = _text(mention.get("platform")) or "social"
     return [_drop_empty({
         "kind": "feedback", "event_id": f"{source}:{platform}:{mention_id}", "source": f"{source}:{platform}",
         "channel": "social", "event_time": created, "ticket_id": _text(mention.get("ticket_id")),
         "customer_id": _text(mention.get("author")), "product": _text(mention.get("product")), "comment": text,
-        "sentiment": round(score, 4), "sentiment_label": label, "sentiment_model": "vader"})]
+        "sentiment": round(scored.score, 4), "sentiment_label": scored.label, "sentiment_model": scored.model})]
 
 
 # --- files ----------------------------------------------------------------------------------------------------
@@ -263,14 +294,18 @@ def _objects(path: Path) -> Iterator[tuple[str, object, bytes]]:
 PARSERS = {"ivr": parse_ivr_record, "chat": parse_chat_transcript, "social": parse_social_mention}
 
 
+def email_outcome(origin: str, raw: bytes, source: str = "email") -> Outcome:
+    """One RFC 5322 message (an .eml file, a message fetched over IMAP) as an outcome."""
+    try:
+        return origin, parse_email(raw, source), None, raw
+    except ChannelError as exc:
+        return origin, None, str(exc), raw
+
+
 def read_channel_file(kind: str, path: Path) -> Iterator[Outcome]:
     """Every record of one file of ``kind`` (ivr, chat, social: CSV/JSON/JSONL; email: one .eml file)."""
     if kind == "email":
-        raw = path.read_bytes()
-        try:
-            yield str(path), parse_email(raw), None, raw
-        except ChannelError as exc:
-            yield str(path), None, str(exc), raw
+        yield email_outcome(str(path), path.read_bytes())
         return
     parse = PARSERS[kind]
     for origin, obj, original in _objects(path):

@@ -6,7 +6,8 @@ Routes: ``POST /webhooks/{zendesk,freshdesk,intercom,helpscout,chatwoot,generic}
 1. body larger than ``ingest_max_body_bytes`` (Content-Length, then the bytes actually read) -> 413
 2. authentication as the vendor documents it (adapters/signatures.py) -> 401 with the reason
 3. JSON and the vendor's payload shape (adapters/vendors.py) -> 400 with the reason
-4. delivery already accepted (or in flight) within the replay window -> 409
+4. delivery already accepted (or in flight) within the replay window -> 409; accepted delivery ids are also
+   written to a sqlite3 file (adapters/replay_store.py, on its own thread), so a restarted service refuses them too
 5. publish every resulting submission with aiokafka's ``AIOKafkaProducer(acks="all", enable_idempotence=True)``
    and wait for the broker's acknowledgement of each -> 202 ``{"accepted": n}``; no acknowledgement within
    ``ingest_publish_timeout_seconds`` or a broker error -> 503 and the delivery id is released, so the vendor's
@@ -23,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -30,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.jsonl import key_of
 from adapters.privacy import PrivacyPolicy
+from adapters.replay_store import SqliteReplayStore, ThreadedReplayStore
 from adapters.signatures import (
     AuthError,
     ReplayGuard,
@@ -162,8 +165,11 @@ def _answer(vendor: str, status: int, outcome: str, reason: str, **body: Any) ->
 
 
 def create_app(config: ServiceConfig, publisher: AsyncPublisher, guard: ReplayGuard,
-               clock: Callable[[], float] = time.time) -> web.Application:
-    """The aiohttp application (the publisher's lifecycle is the caller's)."""
+               clock: Callable[[], float] = time.time,
+               replay_store: ThreadedReplayStore | None = None) -> web.Application:
+    """The aiohttp application. With ``replay_store``, every accepted delivery id is written there before the
+    202 is sent (restore the guard from it at start). The publisher's and the store's lifecycles are the
+    caller's."""
 
     async def webhook(request: web.Request) -> web.Response:
         vendor = request.match_info["vendor"]
@@ -206,6 +212,11 @@ def create_app(config: ServiceConfig, publisher: AsyncPublisher, guard: ReplayGu
             log.warning("publish failed for %s delivery: %r", vendor, exc)
             return _answer(vendor, 503, "refused", "unavailable", detail=f"Kafka did not acknowledge: {exc!r}")
         guard.commit(delivery, now)
+        if replay_store is not None:
+            try:
+                await replay_store.add(delivery, now)
+            except Exception as exc:  # sqlite3.Error, disk full: Kafka holds the events, the answer stays 202
+                log.error("could not persist delivery id %s: %r", delivery, exc)
         for submission in submissions:
             metrics.EVENTS_OUT.labels(STAGE, str(submission.get("kind", "feedback"))).inc()
         return _answer(vendor, 202, "accepted", "ok", accepted=len(messages))
@@ -226,20 +237,35 @@ def create_app(config: ServiceConfig, publisher: AsyncPublisher, guard: ReplayGu
     return app
 
 
+def replay_db_path(settings: Settings) -> Path:
+    return settings.ingest_replay_db or settings.work_dir / "ingest" / "replay.sqlite3"
+
+
+def open_replay_guard(settings: Settings, now: float | None = None) -> tuple[ReplayGuard, ThreadedReplayStore]:
+    """The replay guard restored from the delivery-id file (``ingest_replay_db``, default
+    ``{work_dir}/ingest/replay.sqlite3``) and that file's store. Blocks while reading it; raises sqlite3.Error."""
+    size, ttl = settings.ingest_replay_cache_size, float(settings.ingest_replay_ttl_seconds)
+    store = SqliteReplayStore(replay_db_path(settings), size, ttl)
+    guard = ReplayGuard(size, ttl)
+    guard.restore(store.load(time.time() if now is None else now))
+    return guard, ThreadedReplayStore(store)
+
+
 def run_service(settings: Settings) -> None:
     """``satpulse ingest-service``: create missing topics, start the producer, serve until interrupted."""
     from adapters.publisher import ensure_topics
 
     ensure_topics(settings)
     publisher = KafkaAsyncPublisher(settings)
-    guard = ReplayGuard(settings.ingest_replay_cache_size, float(settings.ingest_replay_ttl_seconds))
-    app = create_app(config_from_settings(settings), publisher, guard)
+    guard, replay_store = open_replay_guard(settings)
+    app = create_app(config_from_settings(settings), publisher, guard, replay_store=replay_store)
 
     async def start(_: web.Application) -> None:
         await publisher.start()
 
     async def stop(_: web.Application) -> None:
         await publisher.stop()
+        replay_store.close()
 
     starting: list[Callable[[web.Application], Awaitable[None]]] = [start]
     app.on_startup.extend(starting)

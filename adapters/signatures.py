@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 AUTH_REASONS: tuple[str, ...] = (
@@ -191,7 +191,8 @@ class ReplayGuard:
 
     :meth:`reserve` marks an id in flight (False if it was seen or is in flight); :meth:`commit` records it once
     the delivery's events are acknowledged; :meth:`release` forgets it after a failure, so the vendor's retry of
-    a delivery that failed is accepted, while a replay of a delivery that succeeded is refused."""
+    a delivery that failed is accepted, while a replay of a delivery that succeeded is refused. In memory only:
+    the service persists committed ids with adapters/replay_store.py and restores them on start."""
 
     def __init__(self, max_size: int = 100_000, ttl_s: float = 86_400.0) -> None:
         self._seen: OrderedDict[str, float] = OrderedDict()
@@ -201,6 +202,13 @@ class ReplayGuard:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    def restore(self, entries: Iterable[tuple[str, float]]) -> None:
+        """Add ids accepted before (e.g. by a previous process, from adapters/replay_store.py), oldest first;
+        the size and TTL bounds apply at the next :meth:`reserve` or :meth:`commit`."""
+        for key, at in entries:
+            self._seen[key] = at
+            self._seen.move_to_end(key)
 
     def _expire(self, now: float) -> None:
         while self._seen:

@@ -70,6 +70,17 @@ def _submission(**fields: Any) -> Submission:
     return {k: v for k, v in fields.items() if v is not None and v != ""}
 
 
+def _secondary_ratings(answers: list[tuple[str, object, str]]) -> list[dict[str, Any]] | None:
+    """Answers to a survey's questions other than its CSAT question, as ``secondary_ratings`` entries
+    ``{question_id, rating_value, rating_scale}`` (None when there are none).
+
+    They ride on the CSAT submission and are never a rating of their own: the clean FeedbackEvent has no field
+    that would keep them out of CSAT, so the cleaner drops them and they stay on the ingest topic only
+    (docs/adapters.md, "Secondary survey questions")."""
+    out = [{"question_id": q, "rating_value": v, "rating_scale": scale} for q, v, scale in answers if v is not None]
+    return out or None
+
+
 # --- Zendesk ------------------------------------------------------------------------------------------------
 
 _ZENDESK_CHANNEL = {"web": "web", "email": "email", "mail": "email", "chat": "chat", "native_messaging": "chat",
@@ -95,6 +106,79 @@ def _zendesk_rating(rating: Mapping[str, Any], fallback_channel: str | None) -> 
         comment=_text(rating.get("comment")), reason=_text(rating.get("reason")))]
 
 
+# updated CSAT: rating-scale questions offer 2, 3 or 5 options (ratings 1..n); n -> satpulse scale
+_ZENDESK_POINTS = {5: "1-5", 3: "1-3"}
+_ZENDESK_SUBJECT_CHANNEL = {"ticket": "web", "request": "web", "conversation": "chat"}
+
+
+def _zendesk_rating_answer(answer: Mapping[str, Any], where: str) -> tuple[object, str]:
+    """(rating_value, rating_scale) of a ``rating_scale`` answer. With the question's options (the Show endpoint
+    with a locale sends them) the number of options gives the scale: 5 -> ``1-5``, 3 -> ``1-3``, 2 -> good/bad
+    from ``rating_category``. Without them the size of the scale is unknown, and ``rating_category`` is read
+    as good/bad the way Zendesk reads it for its legacy reports: good -> good, neutral and bad -> bad."""
+    rating = answer.get("rating")
+    category = (_text(answer.get("rating_category")) or "").lower()
+    options = _opt_obj(answer, "question").get("options")
+    points = len(options) if isinstance(options, list) else 0
+    if points in _ZENDESK_POINTS:
+        if rating is None:
+            raise PayloadError(f"{where}.rating is required")
+        return rating, _ZENDESK_POINTS[points]
+    if category not in ("good", "neutral", "bad"):
+        raise PayloadError(f"{where}.rating_category must be good, neutral or bad, got {category or None!r}")
+    return ("good" if category == "good" else "bad"), "good_bad"
+
+
+def _zendesk_survey_response(response: Mapping[str, Any]) -> list[Submission]:
+    """One CSAT survey response (CSAT Survey Responses API object). The ``rating_scale`` answer whose question
+    has ``sub_type: customer_satisfaction`` is the rating; answered ``open_ended`` questions are the comment;
+    other rating-scale answers go to ``secondary_ratings``; closed-ended selections (reason option ids) and
+    skipped answers are not passed on. A response whose CSAT question was skipped and that has no comment
+    gives nothing. Edits keep the rating id; the version is the newest answer's ``updated_at``."""
+    response_id = _text(_required(response, "id", "survey_response"))
+    answers = response.get("answers")
+    if not isinstance(answers, list):
+        raise PayloadError("survey_response.answers must be a list")
+    csat: dict[str, Any] | None = None
+    comments: list[str] = []
+    secondary: list[tuple[str, object, str]] = []
+    for index, item in enumerate(answers):
+        answer = _obj(item, f"survey_response.answers[{index}]")
+        kind = answer.get("type")
+        question = _opt_obj(answer, "question")
+        if kind == "rating_scale":
+            if question.get("sub_type", "customer_satisfaction") == "customer_satisfaction" and csat is None:
+                csat = answer
+            else:
+                other = _zendesk_rating_answer(answer, f"survey_response.answers[{index}]")
+                secondary.append((str(question.get("id") or question.get("alias")), *other))
+        elif kind == "open_ended" and _text(answer.get("value")):
+            comments.append(str(answer["value"]).strip())
+    comment = "\n".join(comments) or None
+    if csat is None and comment is None:
+        return []
+    subject = next((s for s in response.get("subjects") or [] if isinstance(s, dict)), {})
+    zrn = str(subject.get("zrn") or next(iter(response.get("subject_zrns") or []), ""))
+    zrn_parts = zrn.split(":")  # zen:ticket:99
+    subject_type = _text(subject.get("type")) or (zrn_parts[1] if len(zrn_parts) == 3 else "ticket")
+    ticket_id = _text(subject.get("id")) or (zrn_parts[2] if len(zrn_parts) == 3 else None)
+    times = [a.get("updated_at") or a.get("created_at") for a in answers if isinstance(a, dict)]
+    version = max((_version(t) for t in times if t), default=0)
+    when = (csat or {}).get("updated_at") or (csat or {}).get("created_at") or max(
+        (t for t in times if t), key=_version, default=None)
+    value: object = None
+    scale: str | None = None
+    if csat is not None:
+        value, scale = _zendesk_rating_answer(csat, "survey_response.csat_answer")
+    return [_submission(
+        kind="feedback", event_id=f"zendesk:survey:{response_id}:{version}", source="zendesk",
+        channel=_ZENDESK_SUBJECT_CHANNEL.get(str(subject_type).lower(), "web"), event_time=when,
+        ticket_id=ticket_id, customer_id=_text(response.get("responder_id")), rating_value=value,
+        rating_scale=scale, rating_id=f"zendesk:survey:{response_id}", rating_version=version, comment=comment,
+        survey_id=_text(_opt_obj(response, "survey").get("id")) or _text(response.get("survey_id")),
+        secondary_ratings=_secondary_ratings(secondary))]
+
+
 def _zendesk_ticket_status(previous: str | None, current: str) -> str | None:
     current, previous = current.lower(), (previous or "").lower()
     if current == "solved":
@@ -107,10 +191,19 @@ def _zendesk_ticket_status(previous: str | None, current: str) -> str | None:
 
 
 def parse_zendesk(payload: object, event: str | None = None) -> list[Submission]:
-    """Zendesk: ticket events (``zen:event-type:ticket.*``, webhook event-type schema) and satisfaction ratings
-    (legacy CSAT object, as sent by a trigger's JSON body ``{"satisfaction_rating": {...}}`` or an export page
-    ``{"satisfaction_ratings": [...]}``; score good/bad, offered/unoffered ignored as survey lifecycle)."""
+    """Zendesk: ticket events (``zen:event-type:ticket.*``, webhook event-type schema), legacy satisfaction
+    ratings (CSAT object, as sent by a trigger's JSON body ``{"satisfaction_rating": {...}}`` or an export page
+    ``{"satisfaction_ratings": [...]}``; score good/bad, offered/unoffered ignored as survey lifecycle) and CSAT
+    survey responses of the updated CSAT (``{"survey_response": {...}}`` or a List Survey Responses page
+    ``{"survey_responses": [...]}``; see :func:`_zendesk_survey_response`)."""
     body = _obj(payload, "body")
+    if "survey_responses" in body:
+        responses = body["survey_responses"]
+        if not isinstance(responses, list):
+            raise PayloadError("survey_responses must be a list")
+        return [s for r in responses for s in _zendesk_survey_response(_obj(r, "survey_responses[]"))]
+    if "survey_response" in body:
+        return _zendesk_survey_response(_obj(body["survey_response"], "survey_response"))
     if "satisfaction_ratings" in body:
         ratings = body["satisfaction_ratings"]
         if not isinstance(ratings, list):
@@ -171,7 +264,7 @@ def _freshdesk_rating(rating: Mapping[str, Any]) -> list[Submission]:
         raise PayloadError("satisfaction_rating.ratings.default_question is required")
     rating_id = _required(rating, "id", "satisfaction_rating")
     version = _version(rating.get("updated_at"), rating.get("created_at"))
-    extra = {k: v for k, v in ratings.items() if k != "default_question"}
+    extra = _secondary_ratings([(k, v, "freshdesk") for k, v in ratings.items() if k != "default_question"])
     return [_submission(
         kind="feedback", event_id=f"freshdesk:rating:{rating_id}:{version}", source="freshdesk",
         channel=_FRESHDESK_SOURCE.get(str(rating.get("source", "")).lower(), "email"),
@@ -180,13 +273,15 @@ def _freshdesk_rating(rating: Mapping[str, Any]) -> list[Submission]:
         customer_id=_text(rating.get("user_id")), rating_value=ratings["default_question"],
         rating_scale="freshdesk", rating_id=f"freshdesk:{rating_id}", rating_version=version,
         comment=_text(rating.get("feedback")), survey_id=_text(rating.get("survey_id")),
-        other_ratings=extra or None)]
+        secondary_ratings=extra)]
 
 
 def parse_freshdesk(payload: object, event: str | None = None) -> list[Submission]:
     """Freshdesk: satisfaction ratings (API object ``{id, ticket_id, ratings: {default_question: 103, question_2:
     -102}, feedback, ...}``, bare, wrapped in ``satisfaction_rating`` or a list) and ticket automation webhooks
-    (``{"freshdesk_webhook": {ticket_id, ticket_status, ...}}``, the body docs/adapters.md recommends)."""
+    (``{"freshdesk_webhook": {ticket_id, ticket_status, ...}}``, the body docs/adapters.md recommends).
+    ``default_question`` is the CSAT rating; every other question of the survey goes to ``secondary_ratings``
+    on the same submission (scale ``freshdesk``), never into a rating of its own."""
     if isinstance(payload, list):
         return [s for r in payload for s in _freshdesk_rating(_obj(r, "satisfaction_rating"))]
     body = _obj(payload, "body")

@@ -33,6 +33,9 @@ from satpulse.settings import get_settings  # noqa: E402
 from satpulse.worker_process import WorkerProcess, committed_lag  # noqa: E402
 
 POLL_SECONDS = 0.2
+# window grace period of every windowing contender: the input is shuffled over hours of event time, so every
+# window stays open until the end (Quix drops events beyond its grace; ours would apply them as corrections)
+GRACE_SECONDS = 5 * 3600
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -159,7 +162,8 @@ def run_ours(args: argparse.Namespace, ns: str, bootstrap: str, n: int, tmp: Pat
     t = topics.for_namespace(ns)
     worker_id = f"bench-worker-{uuid.uuid4().hex[:8]}"
     env = {"SATPULSE_TOPIC_NAMESPACE": ns, "SATPULSE_WORKER_ID": worker_id,
-           "SATPULSE_CLICKHOUSE_URL": f"chdb://{tmp / 'chdb'}", "SATPULSE_TOPIC_PARTITIONS": str(args.partitions)}
+           "SATPULSE_CLICKHOUSE_URL": f"chdb://{tmp / 'chdb'}", "SATPULSE_TOPIC_PARTITIONS": str(args.partitions),
+           "SATPULSE_GRACE_SECONDS": str(GRACE_SECONDS)}
     worker = WorkerProcess(env, tmp / "ours-worker.log", get_settings().worker_web_port)
     launched = time.monotonic()
     worker.start(timeout=120)
@@ -247,7 +251,8 @@ def run_subprocess_app(args: argparse.Namespace, name: str, argv: list[str], ns:
     ingest = topics.for_namespace(ns).ingest
     env = {**os.environ, "BENCH_GROUP": group, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": ingest,
            "BENCH_PARTITIONS": str(args.partitions), "BENCH_DATADIR": str(tmp / group),
-           "BENCH_WEB_PORT": str(get_settings().worker_web_port + 1)}
+           "BENCH_WEB_PORT": str(get_settings().worker_web_port + 1),
+           "BENCH_GRACE_MS": str(GRACE_SECONDS * 1000)}
     log = (tmp / f"{group}.log").open("ab")
     launched = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -1,4 +1,5 @@
-"""``satpulse`` command line: services, topics, worker, publish, import, channel, ingest-service, report, demo."""
+"""``satpulse`` command line: services, topics, worker, publish, import, channel, ingest-service, report,
+retention, demo."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
 
-    sys.argv = [sys.argv[0], "worker", "--loglevel", args.loglevel]
+    sys.argv = [sys.argv[0], "--loop", "uvloop", "worker", "--loglevel", args.loglevel]
     app.main()
     return 0
 
@@ -95,38 +96,30 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_channel(args: argparse.Namespace) -> int:
-    import json
-    import time
     from collections import Counter
 
     from adapters.channels import read_channel_file
-    from adapters.jsonl import key_of
+    from adapters.emit import Send, emit_outcome
     from adapters.privacy import PrivacyPolicy
-    from satpulse import metrics, topics
-    from satpulse.deadletter import Origin, encode_dead_letter
+    from satpulse import topics
     from satpulse.settings import get_settings
 
     settings = get_settings()
+    if args.kind == "imap":
+        from adapters.imap import run_imap
+
+        return run_imap(settings, once=args.once, dry_run=args.dry_run)
+    if not args.files:
+        print(f"satpulse channel {args.kind}: at least one FILE is required", file=sys.stderr)
+        return 2
     privacy = PrivacyPolicy(settings.redact_personal_data, settings.pseudonymisation_key)
     counts: Counter[str] = Counter()
     stage = f"channel-{args.kind}"
 
-    def run(send: object) -> None:
-        assert callable(send)
+    def run(send: Send) -> None:
         for path in args.files:
-            for origin, submissions, error, original in read_channel_file(args.kind, Path(path)):
-                counts["records"] += 1
-                if submissions is None:
-                    key, value = encode_dead_letter("unparseable_payload", error or "", stage, original,
-                                                    Origin(ref=origin), int(time.time() * 1000))
-                    send(topics.DEAD_LETTER, key, value)
-                    counts["rejected"] += 1
-                    metrics.DEAD_LETTERS.labels(stage, "unparseable_payload").inc()
-                    continue
-                for submission in submissions:
-                    prepared = privacy.apply(submission)
-                    send(topics.INGEST, key_of(prepared), json.dumps(prepared, ensure_ascii=False).encode())
-                    counts["events"] += 1
+            for outcome in read_channel_file(args.kind, Path(path)):
+                emit_outcome(outcome, send, privacy, stage, counts)
 
     if args.dry_run:
         def show(topic: str, key: bytes | None, value: bytes) -> None:
@@ -170,10 +163,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
     ch = connect(args.url or settings.clickhouse_url.get_secret_value())
     try:
         rows = report_rows(ch, args.by, args.window, settings.window_seconds, _parse_time(args.from_),
-                           _parse_time(args.to))
+                           _parse_time(args.to), settings.rollup_window_seconds)
     finally:
         ch.close()
     sys.stdout.write(render(rows, args.format))
+    return 0
+
+
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from satpulse.settings import get_settings
+    from sinks.clickhouse import connect
+    from sinks.retention import apply_retention, wait_for_mutations
+
+    settings = get_settings()
+    ch = connect(args.url or settings.clickhouse_url.get_secret_value())
+    try:
+        steps = apply_retention(ch, settings, int(time.time()), dry_run=args.dry_run)
+        for s in steps:
+            what = "scheduled" if s.scheduled else ("dry run" if s.rows else "nothing to delete")
+            print(f"{s.kind:<13} {s.table:<16} {s.rows:>10} rows before "
+                  f"{datetime.fromtimestamp(s.cutoff, UTC).isoformat()}  {what}")
+        if not steps:
+            print("no retention configured (SATPULSE_RETENTION_*_DAYS are 0): nothing deleted")
+        if args.wait and any(s.scheduled for s in steps) and not wait_for_mutations(ch, args.wait):
+            print(f"satpulse retention: mutations still running after {args.wait:.0f}s", file=sys.stderr)
+            return 1
+    finally:
+        ch.close()
     return 0
 
 
@@ -206,11 +224,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="print the submissions as JSON lines instead of publishing; summary on stderr")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_import)
-    p = sub.add_parser("channel", help="publish IVR survey records, e-mail survey replies (.eml), chat "
-                                       "transcripts or social mentions (docs/adapters.md)")
-    p.add_argument("kind", choices=["ivr", "email", "chat", "social"])
-    p.add_argument("files", nargs="+")
+    p = sub.add_parser("channel", help="publish IVR survey records, e-mail survey replies (.eml files, or an "
+                                       "IMAP mailbox polled on an interval), chat transcripts or social mentions "
+                                       "(docs/adapters.md)")
+    p.add_argument("kind", choices=["ivr", "email", "chat", "social", "imap"])
+    p.add_argument("files", nargs="*", help="input files (not for imap: SATPULSE_IMAP_* settings)")
     p.add_argument("--dry-run", action="store_true", help="print the submissions as JSON lines")
+    p.add_argument("--once", action="store_true", help="imap: poll once and exit")
     p.set_defaults(func=_cmd_channel)
     p = sub.add_parser("ingest-service", help="HTTP webhook ingestion service (Zendesk, Freshdesk, Intercom, "
                                               "Help Scout, Chatwoot, generic) with /health and /metrics")
@@ -227,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
     p.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
     p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("retention", help="delete ClickHouse rows older than SATPULSE_RETENTION_*_DAYS "
+                                         "(ALTER TABLE ... DELETE mutations; run daily, docs/operations.md)")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the mutations to finish")
+    p.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
+    p.set_defaults(func=_cmd_retention)
     p = sub.add_parser("demo", help="end to end on this machine: local Kafka, embedded ClickHouse, sample "
                                     "traffic, worker, report and metrics")
     p.add_argument("--events", type=int, default=5000)

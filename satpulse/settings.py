@@ -46,9 +46,19 @@ class Settings(BaseSettings):
     window_seconds: int = 60
     grace_seconds: int = 10
     idle_seconds: float = 5.0  # a source partition with no input for this long stops holding the watermark back
-    flush_max_rows: int = 5000
+    flush_max_rows: int = 20_000  # window stage: events per batch (cells written per batch barely grow with it)
     flush_max_age_seconds: float = 1.0
     future_tolerance_seconds: int = 300  # events stamped further in the future are dead-lettered
+    # stored roll-ups of the window cells (sinks/rollups.py), each a multiple of the previous one and of
+    # window_seconds, refreshed with every write; empty: off (reports then sum cells at query time)
+    rollup_window_seconds: list[int] = Field(default_factory=lambda: [3600, 86400])
+
+    # retention in days per kind of row (sinks/retention.py, `satpulse retention`); 0 = keep forever
+    retention_events_days: int = 0  # feedback_events, ticket_events (by event time)
+    retention_minute_cells_days: int = 0  # window cells of window_seconds (keep longer than any backfill reach)
+    retention_hour_cells_days: int = 0  # stored 1 h roll-ups
+    retention_day_cells_days: int = 0  # stored 1 d roll-ups
+    retention_dead_letters_days: int = 0  # dead_letters (by failure time)
 
     # ingest
     redact_personal_data: bool = False
@@ -72,6 +82,8 @@ class Settings(BaseSettings):
     ingest_signature_tolerance_seconds: int = 300  # signed timestamps further from now are refused (401)
     ingest_replay_cache_size: int = 100_000  # delivery ids remembered for replay protection (LRU)
     ingest_replay_ttl_seconds: int = 86_400  # ... and for how long
+    # accepted delivery ids, kept across restarts (sqlite3); None: {work_dir}/ingest/replay.sqlite3
+    ingest_replay_db: Path | None = None
     ingest_publish_timeout_seconds: float = 30.0  # no broker acknowledgement within this: 503, nothing committed
     # per-vendor webhook secrets; a vendor without one refuses every request (401 not_configured)
     zendesk_webhook_secret: SecretStr | None = None
@@ -82,6 +94,15 @@ class Settings(BaseSettings):
     freshdesk_basic_user: str | None = None  # or HTTP basic auth configured on the rule
     freshdesk_basic_password: SecretStr | None = None
     generic_webhook_secret: SecretStr | None = None
+
+    # e-mail survey replies from IMAP mailboxes (satpulse channel imap; adapters/imap.py, docs/adapters.md)
+    imap_url: str | None = None  # imap://host[:143] (plain, e.g. loopback) or imaps://host[:993] (TLS, verified)
+    imap_user: str | None = None
+    imap_password: SecretStr | None = None
+    imap_mailboxes: list[str] = Field(default_factory=lambda: ["INBOX"])
+    imap_poll_seconds: float = 60.0
+    imap_processed_keyword: str = "$SatpulseProcessed"  # added to published messages, skipped later; "" = none
+    imap_timeout_seconds: float = 30.0
 
 
 @lru_cache(maxsize=1)

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything satpulse needs on a fresh Debian 12 machine: Debian packages (ClickHouse server,
-# Prometheus, Alertmanager, docker-compose, Java, Maven), the Kafka jars (Maven) and a Python venv.
+# Prometheus, Alertmanager, docker-compose, Java, Maven, Dovecot for the IMAP tests), the Kafka jars (Maven) and a
+# Python venv.
 # Idempotent: skips what is already there. Needs root (or sudo) only for the Debian packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(clickhouse-server clickhouse-client prometheus prometheus-alertmanager docker-compose
-          openjdk-17-jre-headless maven python3-venv)
+          openjdk-17-jre-headless maven python3-venv dovecot-imapd)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -25,6 +26,10 @@ fi
 # the Debian package starts its own server on the default ports; satpulse runs its own on loopback
 if command -v systemctl >/dev/null && systemctl is-active --quiet clickhouse-server 2>/dev/null; then
   systemctl stop clickhouse-server || true
+fi
+# likewise Dovecot (IMAP on 143/993): the IMAP tests start their own, unprivileged, on a free loopback port
+if command -v systemctl >/dev/null && systemctl is-active --quiet dovecot 2>/dev/null; then
+  systemctl stop dovecot || true
 fi
 
 if [ ! -d services/kafka/target/lib ]; then

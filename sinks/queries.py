@@ -2,11 +2,13 @@
 
 Source rows are deduplicated with FINAL (latest version per source) and then summed, so results are correct
 without waiting for background merges, on ClickHouse 18.16 and current releases alike. Coarser windows
-(1 h, 1 day) are sums of the stored cells: every aggregate is a count, an integer sum or a sketch of counts.
+(1 h, 1 day) are read from the stored roll-up rows (:mod:`sinks.rollups`) when the stream keeps them, else
+summed from the cells at query time: every aggregate is a count, an integer sum or a sketch of counts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,16 @@ def windows(ch: ClickHouse, dimension: str, cell_seconds: int, rollup_seconds: i
         {"d": dimension, "w": cell_seconds, "f": from_s, "t": to_s, "size": size})
     out = [WindowRow(str(r[0]), int(r[1]), agg_from_row(r[2:])) for r in rows]
     return [row for row in out if not row.agg.is_empty()]  # cells emptied by withdrawn contributions
+
+
+def windows_of(ch: ClickHouse, dimension: str, size: int, cell_seconds: int, stored: Sequence[int],
+               from_s: int = 0, to_s: int = 2**32 - 1) -> list[WindowRow]:
+    """Windows of ``size`` seconds starting in [from_s, to_s): the stored rows of that size when ``size`` is
+    the cell size or one of the ``stored`` roll-ups (settings ``rollup_window_seconds``), else cells of
+    ``cell_seconds`` summed at query time. Raises ValueError when ``size`` is not a multiple of the cell size."""
+    if size == cell_seconds or size in stored:
+        return windows(ch, dimension, size, None, from_s, to_s)
+    return windows(ch, dimension, cell_seconds, size, from_s, to_s)
 
 
 def totals(ch: ClickHouse, dimension: str, cell_seconds: int, from_s: int = 0, to_s: int = 2**32 - 1

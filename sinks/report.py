@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sinks.clickhouse import ClickHouse
-from sinks.queries import seed_metrics, windows
+from sinks.queries import seed_metrics, windows_of
 
 WINDOWS = {"1m": 60, "1h": 3600, "1d": 86400}
 COLUMNS = ("window_start", "value", "rated", "satisfied", "csat_percent", "average_score", "created",
@@ -19,13 +19,15 @@ COLUMNS = ("window_start", "value", "rated", "satisfied", "csat_percent", "avera
            "rt_p90_s", "frt_breaches", "rt_breaches", "seed_csat", "seed_rtt")
 
 
-def report_rows(ch: ClickHouse, by: str, window: str, cell_seconds: int, from_s: int, to_s: int
-                ) -> list[dict[str, Any]]:
-    """One dict per (window, dimension value). Raises ValueError for an unknown window or dimension."""
+def report_rows(ch: ClickHouse, by: str, window: str, cell_seconds: int, from_s: int, to_s: int,
+                stored_rollups: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """One dict per (window, dimension value) for windows starting in [from_s, to_s). A window size among
+    ``stored_rollups`` (settings ``rollup_window_seconds``) is read from the stored roll-up rows, another one
+    summed from cells of ``cell_seconds``. Raises ValueError for an unknown window or dimension."""
     size = WINDOWS[window]
     seeds = {(s.dimension_value, s.window_start): s for s in seed_metrics(ch, by, size, from_s, to_s)}
     rows = []
-    for row in windows(ch, by, cell_seconds, size, from_s, to_s):
+    for row in windows_of(ch, by, size, cell_seconds, stored_rollups, from_s, to_s):
         a, seed = row.agg, seeds.get((row.dimension_value, row.window_start))
         rows.append({
             "window_start": datetime.fromtimestamp(row.window_start, UTC).isoformat(),

@@ -1,10 +1,11 @@
 """Reads and writes of window cells and clean events in ClickHouse (blocking; run off the event loop).
 
 Write contract: :meth:`WindowStore.write` inserts the batch's clean events, then its window cells, each as
-one block; when it returns, both are durable and the caller may acknowledge the source offsets. It raises
-ClickHouseError on failure and may be retried with the same batch: rows replace themselves (same key, same
-version), so a retry or a replay after a crash never counts twice. Events are written before cells, so the
-events of every offset a cell includes are in the store (entities are rebuilt from them after a restart).
+one block, then refreshes the stored roll-ups (1 h, 1 day; :mod:`sinks.rollups`) of the cells it touched; when
+it returns, all are durable and the caller may acknowledge the source offsets. It raises ClickHouseError on
+failure and may be retried with the same batch: rows replace themselves (same key, same version), so a retry
+or a replay after a crash never counts twice. Events are written before cells, so the events of every offset a
+cell includes are in the store (entities are rebuilt from them after a restart).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ CELL_COLUMNS = ("dimension", "dimension_value", "window_seconds", "window_start"
                 "first_response_sketch_counts", "first_response_breaches", *_RESOLUTION_SCALARS,
                 "resolution_sketch_keys", "resolution_sketch_counts", "resolution_breaches", "version",
                 "written_at")
-# the same, merged over sources: what totals and reports select
-MERGED_AGG_SQL = ", ".join([
+# the same, merged over sources: what totals and reports select (sketches come out as (keys, counts) tuples)
+MERGED_AGG_EXPRS: tuple[str, ...] = (
     *(f"sum({c})" for c in _SCALARS), "sumForEach(score_hist)", *(f"sum({c})" for c in _CASE_SCALARS),
     "sumMap(first_response_sketch_keys, first_response_sketch_counts)", "sum(first_response_breaches)",
     *(f"sum({c})" for c in _RESOLUTION_SCALARS), "sumMap(resolution_sketch_keys, resolution_sketch_counts)",
-    "sum(resolution_breaches)"])
+    "sum(resolution_breaches)")
+MERGED_AGG_SQL = ", ".join(MERGED_AGG_EXPRS)
 _SINGLE_AGG_SQL = ", ".join([
     *_SCALARS, "score_hist", *_CASE_SCALARS, "(first_response_sketch_keys, first_response_sketch_counts)",
     "first_response_breaches", *_RESOLUTION_SCALARS, "(resolution_sketch_keys, resolution_sketch_counts)",
@@ -91,21 +93,38 @@ def _ticket_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any,
 class WindowStore:
     """Window cells of one window size, and the clean events they were computed from."""
 
-    def __init__(self, ch: ClickHouse, feedback_topic: str, tickets_topic: str, window_seconds: int) -> None:
+    def __init__(self, ch: ClickHouse, feedback_topic: str, tickets_topic: str, window_seconds: int,
+                 rollup_seconds: Sequence[int] = ()) -> None:
+        """``rollup_seconds``: sizes of the stored roll-ups kept current by :meth:`write` (settings
+        ``rollup_window_seconds``; empty: none). Raises ValueError for sizes that do not nest."""
+        from sinks.rollups import Rollups  # imported here: sinks.rollups builds its SQL from this module
+
         self.ch = ch
         self.db = ch.database
         self.feedback_topic = feedback_topic
         self.tickets_topic = tickets_topic
         self.window_seconds = window_seconds
+        self.rollups = Rollups(ch, window_seconds, rollup_seconds)
 
     def persisted_offset(self, source: Source) -> int:
-        """Highest offset of ``source`` already contained in stored window cells (-1: none)."""
+        """Highest offset of ``source`` already contained in stored window cells (-1: none). Read when a worker
+        (re)takes a source, so the source's roll-ups are checked for stale periods again at its next write
+        (another worker may have written it meanwhile)."""
+        self.rollups.recheck(source)
         rows = self.ch.query(
             f"SELECT count(), max(version) FROM {self.db}.window_cells "
             "WHERE source_topic = %(t)s AND source_partition = %(p)s AND window_seconds = %(w)s",
             {"t": source[0], "p": source[1], "w": self.window_seconds})
         count, version = rows[0]
         return int(version) if int(count) else -1
+
+    def stored_window_starts(self, source: Source) -> set[int]:
+        """Starts (epoch ms) of the windows in which ``source`` has stored cells."""
+        rows = self.ch.query(
+            f"SELECT DISTINCT toUInt32(window_start) FROM {self.db}.window_cells "
+            "WHERE source_topic = %(t)s AND source_partition = %(p)s AND window_seconds = %(w)s",
+            {"t": source[0], "p": source[1], "w": self.window_seconds})
+        return {int(row[0]) * 1000 for row in rows}
 
     def load_cells(self, source: Source, keys: Iterable[WindowKey]) -> dict[WindowKey, tuple[WindowAgg, int]]:
         """Stored state and version of ``keys`` for ``source`` (keys never written are absent)."""
@@ -181,8 +200,9 @@ class WindowStore:
 
     def write(self, cells: Sequence[CellRow], feedback: Sequence[StoredEvent], tickets: Sequence[StoredEvent]
               ) -> None:
-        """Persist clean events (partition, offset, record), then window cells. Blocks; raises
-        ClickHouseError. Idempotent for the same input."""
+        """Persist clean events (partition, offset, record), then window cells, then refresh the roll-ups of
+        the touched cells (and, once per source, any left stale by a crash). Blocks; raises ClickHouseError.
+        Idempotent for the same input."""
         if feedback:
             self.ch.insert(f"{self.db}.feedback_events", FEEDBACK_COLUMNS, [_feedback_row(*e) for e in feedback])
         if tickets:
@@ -191,3 +211,10 @@ class WindowStore:
             now = int(time.time())
             self.ch.insert(f"{self.db}.window_cells", CELL_COLUMNS,
                            [_cell_row(c, self.window_seconds, now) for c in cells])
+        if self.rollups.sizes:
+            touched: dict[Source, set[int]] = {}
+            for c in cells:
+                touched.setdefault(c.source, set()).add(c.key[2] // 1000)
+            sources = ({(self.feedback_topic, p) for p, _, _ in feedback}
+                       | {(self.tickets_topic, p) for p, _, _ in tickets})
+            self.rollups.refresh(touched, sources)

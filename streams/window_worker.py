@@ -27,7 +27,7 @@ from streams.entities import (
     rating_contribution,
     rating_state,
 )
-from streams.windows import Source, Windower
+from streams.windows import Entity, Source, Windower
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,10 +112,10 @@ class WindowWorker:
         if not missing:
             return
         hwm = w.sources[source].persisted_offset
-        loaded: dict[str, tuple[Any, Contribution, int]] = {}
+        loaded: dict[str, Entity] = {}
         if kind == "feedback":
             for rid, rating in self._retry("read", lambda: self.store.load_ratings(source, missing, hwm)).items():
-                loaded[rid] = (rating, self._contribution(kind, rating)[0], rating.event_time)
+                loaded[rid] = Entity(rating, *self._contribution(kind, rating), rating.event_time)
         else:
             events = self._retry("read", lambda: self.store.load_ticket_events(source, missing, hwm))
             for tid, records in events.items():
@@ -123,12 +123,14 @@ class WindowWorker:
                 for record in records:
                     case = apply_ticket_event(case, record)
                 assert case is not None
-                loaded[tid] = (case, self._contribution(kind, case)[0], case.last_event_time)
+                loaded[tid] = Entity(case, *self._contribution(kind, case), case.last_event_time)
         w.load_entities(source, loaded)
 
     def _prepare_source(self, source: Source) -> None:
         if not self.windower.has_source(source):
-            self.windower.ensure_source(source, self._retry("read", lambda: self.store.persisted_offset(source)))
+            offset = self._retry("read", lambda: self.store.persisted_offset(source))
+            starts = self._retry("read", lambda: self.store.stored_window_starts(source)) if offset >= 0 else set()
+            self.windower.ensure_source(source, offset, starts)
 
     def _load_cells(self, source: Source, keys: set[WindowKey]) -> bool:
         """Load missing cells; False when another worker wrote this source meanwhile (state dropped)."""
@@ -160,7 +162,10 @@ class WindowWorker:
             last_item: dict[str, Item] = {}
             for item in new:
                 eid = _entity_id(kind, item.record)
-                old = states[eid] if eid in states else w.entity(source, eid)
+                old = states.get(eid)
+                if old is None:
+                    known = w.entity(source, eid)
+                    old = known.state if known else None
                 if kind == "feedback":
                     states[eid] = newer_rating(old, rating_state(item.record))
                 else:
@@ -169,13 +174,13 @@ class WindowWorker:
             changes = []
             keys: set[WindowKey] = set()
             for eid, state in states.items():
-                old_state = w.entity(source, eid)
-                old_contribution, old_quarantine = (
-                    self._contribution(kind, old_state) if old_state is not None else ((), frozenset()))
+                known = w.entity(source, eid)
+                old_contribution, old_quarantine = ((known.contribution, known.quarantined) if known
+                                                    else ((), frozenset()))
                 contribution, quarantine = self._contribution(kind, state)
                 keys.update(k for k, _ in old_contribution)
                 keys.update(k for k, _ in contribution)
-                changes.append((eid, state, contribution))
+                changes.append((eid, state, contribution, quarantine))
                 resolution = _resolution(contribution)
                 if kind == "ticket" and resolution is not None and resolution != _resolution(old_contribution):
                     result.resolutions.append((dict(state.dims).get("channel") or "unknown",
@@ -184,8 +189,8 @@ class WindowWorker:
                     result.quarantined.append(Quarantined(last_item[eid], reason, _describe(state, reason)))
             if not self._load_cells(source, keys):
                 continue  # state was dropped: start this source over from the store
-            for eid, state, contribution in changes:
-                w.apply(source, eid, state, contribution, last_item[eid].record["event_time"])
+            for eid, state, contribution, quarantine in changes:
+                w.apply(source, eid, state, contribution, last_item[eid].record["event_time"], quarantine)
             result.late.extend(i for i in new if w.count_late(i.record["event_time"]))
             return
 

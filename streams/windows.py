@@ -30,20 +30,28 @@ CHECKPOINT_KEY: WindowKey = ("__checkpoint__", "", 0)
 
 @dataclass(slots=True)
 class Entity:
+    """A rating or case: its state, what it adds to cells now, and the quarantine reasons already reported."""
+
     state: Any
     contribution: Contribution
+    quarantined: frozenset[str]
     last_event_time: int
 
 
 @dataclass(slots=True)
 class SourceState:
-    """Cells and entities of one source. ``persisted_offset``: highest offset already in the store."""
+    """Cells and entities of one source. ``persisted_offset``: highest offset already in the store.
+    ``stored_starts``: window starts whose cells the store may hold while memory does not (stored before this
+    worker took the source, or evicted since); ``stored_entities``: the store may hold entities memory does
+    not. Everything else missing from memory is known to be empty, so it is not looked up."""
 
     persisted_offset: int = -1
     max_offset: int = -1
     cells: dict[WindowKey, WindowAgg] = field(default_factory=dict)
     dirty: set[WindowKey] = field(default_factory=set)
     entities: dict[str, Entity] = field(default_factory=dict)
+    stored_starts: set[int] = field(default_factory=set)
+    stored_entities: bool = False
 
 
 @dataclass(slots=True)
@@ -105,9 +113,12 @@ class Windower:
     def has_source(self, source: Source) -> bool:
         return source in self.sources
 
-    def ensure_source(self, source: Source, persisted_offset: int) -> None:
-        """Start tracking a source whose store high-water mark is ``persisted_offset`` (-1: none)."""
-        self.sources.setdefault(source, SourceState(persisted_offset, persisted_offset))
+    def ensure_source(self, source: Source, persisted_offset: int, stored_starts: Iterable[int] = ()) -> None:
+        """Start tracking a source whose store high-water mark is ``persisted_offset`` (-1: none) and that has
+        cells stored in the windows starting at ``stored_starts`` (ms)."""
+        if source not in self.sources:
+            self.sources[source] = SourceState(persisted_offset, persisted_offset, stored_starts=set(stored_starts),
+                                               stored_entities=persisted_offset >= 0)
 
     def drop_source(self, source: Source) -> None:
         """Forget a source's state (not its clock), to be loaded again from the store."""
@@ -118,23 +129,32 @@ class Windower:
         return offset > self.sources[source].persisted_offset
 
     def missing_entities(self, source: Source, ids: Iterable[str]) -> set[str]:
-        entities = self.sources[source].entities
-        return {i for i in ids if i not in entities}
+        """Ids to look up in the store: not in memory, and the store may hold them."""
+        state = self.sources[source]
+        if not state.stored_entities:
+            return set()
+        return {i for i in ids if i not in state.entities}
 
-    def load_entities(self, source: Source, loaded: Mapping[str, tuple[Any, Contribution, int]]) -> None:
-        """Install entities rebuilt from the store: id -> (state, contribution, last event time)."""
-        entities = self.sources[source].entities
-        for entity_id, (state, contribution, last_time) in loaded.items():
-            entities[entity_id] = Entity(state, contribution, last_time)
+    def load_entities(self, source: Source, loaded: Mapping[str, Entity]) -> None:
+        """Install entities rebuilt from the store."""
+        self.sources[source].entities.update(loaded)
 
-    def entity(self, source: Source, entity_id: str) -> Any:
-        """Current state of an entity, or None."""
-        found = self.sources[source].entities.get(entity_id)
-        return None if found is None else found.state
+    def entity(self, source: Source, entity_id: str) -> Entity | None:
+        """An entity's current state and contribution, or None."""
+        return self.sources[source].entities.get(entity_id)
 
     def missing_cells(self, source: Source, keys: Iterable[WindowKey]) -> set[WindowKey]:
-        cells = self.sources[source].cells
-        return {k for k in keys if k not in cells}
+        """Keys to look up in the store; keys missing from memory that the store cannot hold start empty."""
+        state = self.sources[source]
+        cells, stored_starts = state.cells, state.stored_starts
+        missing = set()
+        for key in keys:
+            if key not in cells:
+                if key[2] in stored_starts:
+                    missing.add(key)
+                else:
+                    cells[key] = WindowAgg()
+        return missing
 
     def load_cells(self, source: Source, keys: Iterable[WindowKey], stored: Mapping[WindowKey, WindowAgg]
                    ) -> None:
@@ -154,13 +174,13 @@ class Windower:
             state.max_offset = max(state.max_offset, offset)
 
     def apply(self, source: Source, entity_id: str, state: Any, contribution: Contribution,
-              event_time: int) -> None:
+              event_time: int, quarantined: frozenset[str] = frozenset()) -> None:
         """Replace an entity's contribution. Every key of the old and new contribution must be loaded."""
         src = self.sources[source]
         old = src.entities.get(entity_id)
         last_time = max(event_time, old.last_event_time if old else event_time)
         if old is not None and old.contribution == contribution:
-            old.state, old.last_event_time = state, last_time
+            old.state, old.quarantined, old.last_event_time = state, quarantined, last_time
             return
         for key, agg in old.contribution if old else ():
             src.cells[key].subtract(agg)
@@ -168,7 +188,7 @@ class Windower:
         for key, agg in contribution:
             src.cells[key].merge(agg)
             self._touch(src, key)
-        src.entities[entity_id] = Entity(state, contribution, last_time)
+        src.entities[entity_id] = Entity(state, contribution, quarantined, last_time)
 
     def _touch(self, src: SourceState, key: WindowKey) -> None:
         src.dirty.add(key)
@@ -233,11 +253,13 @@ class Windower:
                         final.add(key)
                     if key not in state.dirty:
                         del state.cells[key]
+                        state.stored_starts.add(key[2])
             if not state.dirty:
                 stale = [i for i, e in state.entities.items() if e.last_event_time < closed_until - self.horizon_ms]
                 for entity_id in stale:
                     del state.entities[entity_id]
                 self.evicted_entities += len(stale)
+                state.stored_entities |= bool(stale)
         self._finalised_until = max(self._finalised_until, closed_until)
         current = {k for k in touched if k[2] + self.window_ms > self._finalised_until}
         return final, current

@@ -69,7 +69,7 @@ def make_events(rng: random.Random) -> tuple[list[dict[str, Any]], list[dict[str
 def test_store_equals_batch_recomputation_with_crashes(ch: ClickHouse) -> None:
     rng = random.Random(5)
     feedback, tickets = make_events(rng)
-    store = WindowStore(ch, "fb", "tk", 60)
+    store = WindowStore(ch, "fb", "tk", 60, (3600, 86400))
     logs = {("fb", p): [] for p in range(2)} | {("tk", p): [] for p in range(2)}
     for r in feedback:
         log = logs[("fb", hash(r["rating_id"]) % 2)]
@@ -104,6 +104,14 @@ def test_store_equals_batch_recomputation_with_crashes(ch: ClickHouse) -> None:
     # roll-up to 1 h equals a direct 1 h computation
     hourly = {("channel", r.dimension_value, r.window_start * 1000): r.agg for r in windows(ch, "channel", 60, 3600)}
     assert hourly == {k: v for k, v in batch_cells(feedback, tickets, ("channel",), 3600_000, RULES).items()}
+    # the stored 1 h and 1 d roll-ups (kept by the store) equal direct computations and the summed minute cells
+    for size in (3600, 86400):
+        direct = batch_cells(feedback, tickets, DIMS, size * 1000, RULES)
+        for dimension in DIMS:
+            stored_rollup = windows(ch, dimension, size)
+            assert {(dimension, r.dimension_value, r.window_start * 1000): r.agg for r in stored_rollup} == {
+                k: v for k, v in direct.items() if k[0] == dimension}, (size, dimension)
+            assert stored_rollup == windows(ch, dimension, 60, size)
     assert quarantined > 0  # the generator makes negative durations
 
     # seed formulas, computed independently here

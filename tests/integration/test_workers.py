@@ -21,7 +21,7 @@ from satpulse.sample import sample_submissions, sample_ticket_events, write_json
 from satpulse.settings import get_settings
 from satpulse.worker_process import WorkerProcess, metric_sum, wait_consumed
 from sinks.clickhouse import connect
-from sinks.queries import totals
+from sinks.queries import totals, windows
 from tests.integration.offline import CHANNEL, SATISFIED, free_port
 
 pytestmark = pytest.mark.integration
@@ -100,6 +100,12 @@ def run(tmp_path: Path, url: str, workers: int, kills: int, clickhouse_outage: f
         for p in procs:
             p.stop()
     assert stored(url) == offline(feedback, tickets)
+    ch = connect(url)
+    try:  # the stored 1 h and 1 d roll-ups, kept by the workers through the kills, equal the summed minute cells
+        for size in (3600, 86400):
+            assert windows(ch, "channel", size) == windows(ch, "channel", 60, size) != []
+    finally:
+        ch.close()
 
 
 def server_url() -> str:

@@ -9,6 +9,7 @@ import pytest
 
 from adapters.channels import (
     ChannelError,
+    is_chinese,
     parse_chat_transcript,
     parse_email,
     parse_ivr_record,
@@ -96,3 +97,17 @@ def test_social_mentions_carry_sentiment_not_a_rating() -> None:
     assert sentiment("I love this, great help")[0] > 0.5 > sentiment("terrible, useless support")[0]
     with pytest.raises(ChannelError):
         parse_social_mention({"id": "1", "created_at": "2026-01-01T00:00:00Z"})
+
+
+def test_chinese_mentions_are_scored_with_snownlp() -> None:
+    results = outcomes("social", "social_mentions_zh.jsonl")
+    submissions = [s[0] for _, s, _ in results if s]
+    assert [(s["sentiment_model"], s["sentiment_label"]) for s in submissions] == [
+        ("snownlp", "positive"), ("snownlp", "negative"), ("vader", "positive")]  # the last is mostly Latin text
+    for s in submissions:
+        assert "rating_value" not in s and -1 <= float(s["sentiment"]) <= 1
+        clean(s, NOW_MS, 300_000)
+    assert submissions[1]["sentiment"] < -0.5 < 0.0 < submissions[0]["sentiment"]
+    assert is_chinese("退款很快") and not is_chinese("Refund 很") and not is_chinese("サポートは良かった")
+    assert not is_chinese("") and not is_chinese("1234 !!")
+    assert sentiment("I love this, great help").model == "vader"

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,17 @@ from pydantic import SecretStr
 
 from adapters import signatures as sig
 from adapters.privacy import PrivacyPolicy, luhn_ok, redact
-from adapters.service import Message, ServiceConfig, config_from_settings, create_app
-from adapters.vendors import PARSERS, PayloadError, parse_chatwoot, parse_helpscout, parse_intercom, parse_zendesk
+from adapters.replay_store import SqliteReplayStore, ThreadedReplayStore
+from adapters.service import Message, ServiceConfig, config_from_settings, create_app, open_replay_guard
+from adapters.vendors import (
+    PARSERS,
+    PayloadError,
+    parse_chatwoot,
+    parse_freshdesk,
+    parse_helpscout,
+    parse_intercom,
+    parse_zendesk,
+)
 from satpulse.settings import Settings
 from streams.clean import Rejected, clean
 
@@ -94,6 +104,80 @@ def test_zendesk_status_mapping() -> None:
     pending = dict(body, event={"current": "PENDING", "previous": "OPEN"})
     assert parse_zendesk(pending) == []
     assert parse_zendesk({"type": "zen:event-type:user.active_changed", "detail": {}}) == []
+
+
+def test_zendesk_survey_response_from_the_docs() -> None:
+    """Zendesk's List Survey Responses example: rating 1 'bad' on a question sent without its options -> good/bad
+    from rating_category; the open-ended answer is the comment; the closed-ended reason and the skip are dropped."""
+    [response] = parse_zendesk(load("zendesk_survey_responses")["payload"])
+    assert (response["ticket_id"], response["rating_value"], response["rating_scale"], response["customer_id"]) == (
+        "99", "bad", "good_bad", "4398080151295")
+    assert response["comment"] == "I had to repeatedly answer the same questions."
+    assert response["rating_id"] == "zendesk:survey:01J1WB51MG6HXTYWE6Q0C93RNW"
+    assert "secondary_ratings" not in response
+    cleaned = clean(response, 10**13, 300_000).record
+    assert (cleaned["satisfied"], cleaned["score"], cleaned["event_time"]) == (False, None, 1_723_636_800_000)
+
+
+def test_zendesk_survey_response_scale_from_options_and_secondary_question() -> None:
+    [response] = parse_zendesk(load("zendesk_survey_response_edited")["payload"])
+    assert (response["rating_value"], response["rating_scale"]) == (4, "1-5")  # 5 options: the numeric scale
+    assert response["rating_version"] == 1_723_714_200  # the edited answer's updated_at, not created_at
+    assert response["secondary_ratings"] == [
+        {"question_id": "01J1WBE8QR0YQVE373K2JDJR1A", "rating_value": 2, "rating_scale": "1-3"}]
+    cleaned = clean(response, 10**13, 300_000).record
+    assert (cleaned["score"], cleaned["satisfied"], cleaned["native_value"]) == (4.0, True, "4")
+    assert "secondary_ratings" not in cleaned  # never part of the clean event, so never part of CSAT
+
+
+@pytest.mark.parametrize(("options", "rating", "category", "expected"), [
+    (2, 2, "good", ("good", "good_bad")),  # a 2-point scale is good/bad
+    (2, 1, "bad", ("bad", "good_bad")),
+    (3, 2, "neutral", (2, "1-3")),
+    (5, 3, "neutral", (3, "1-5")),
+    (0, 3, "neutral", ("bad", "good_bad")),  # options unknown: neutral reads as not satisfied, as Zendesk reads it
+    (0, 5, "good", ("good", "good_bad")),
+])
+def test_zendesk_survey_scales(options: int, rating: int, category: str, expected: tuple[object, str]) -> None:
+    question: dict[str, Any] = {"id": "q", "sub_type": "customer_satisfaction", "type": "rating_scale_numeric"}
+    if options:
+        question["options"] = [{"rating": r, "label": {"type": "static", "value": str(r)}}
+                               for r in range(1, options + 1)]
+    body = {"survey_response": {"id": "r1", "subjects": [{"id": "7", "type": "ticket", "zrn": "zen:ticket:7"}],
+                                "answers": [{"type": "rating_scale", "rating": rating, "rating_category": category,
+                                             "question": question, "updated_at": "2024-08-14T12:00:00Z"}]}}
+    [response] = parse_zendesk(body)
+    assert (response["rating_value"], response["rating_scale"]) == expected
+    clean(response, 10**13, 300_000)
+
+
+def test_zendesk_survey_response_skipped_csat() -> None:
+    question = {"id": "q", "type": "rating_scale_numeric", "sub_type": "customer_satisfaction"}
+    skipped = {"type": "skipped", "question": question, "updated_at": "2024-08-14T12:00:00Z"}
+    comment = {"type": "open_ended", "value": "no rating, just words", "question": {"id": "c", "type": "open_ended"},
+               "updated_at": "2024-08-14T12:05:00Z"}
+    base = {"id": "r2", "subject_zrns": ["zen:conversation:4295a81b"], "answers": [skipped]}
+    assert parse_zendesk({"survey_response": base}) == []  # nothing answered: nothing to count
+    [only_comment] = parse_zendesk({"survey_response": dict(base, answers=[skipped, comment])})
+    assert "rating_value" not in only_comment and only_comment["comment"] == "no rating, just words"
+    assert (only_comment["channel"], only_comment["ticket_id"]) == ("chat", "4295a81b")
+    assert only_comment["event_time"] == "2024-08-14T12:05:00Z"
+    with pytest.raises(PayloadError, match="rating_category"):
+        parse_zendesk({"survey_response": dict(base, answers=[dict(skipped, type="rating_scale", rating=9)])})
+    with pytest.raises(PayloadError, match="answers must be a list"):
+        parse_zendesk({"survey_responses": [{"id": "r3"}]})
+
+
+def test_freshdesk_custom_questions_stay_out_of_the_csat_rating() -> None:
+    [rating] = parse_freshdesk(load("freshdesk_rating_custom_questions")["payload"])
+    assert (rating["rating_value"], rating["rating_scale"]) == (102, "freshdesk")  # default_question only
+    assert [(q["question_id"], q["rating_value"]) for q in rating["secondary_ratings"]] == [
+        ("question_1870000007", -101), ("question_1870000008", 103)]
+    cleaned = clean(rating, 10**13, 300_000).record
+    assert cleaned["native_value"] == "102" and cleaned["satisfied"] is True
+    assert not any("question" in str(v) for v in cleaned.values())
+    [plain] = parse_freshdesk({"id": 5, "ratings": {"default_question": -103}, "created_at": "2026-01-01T00:00:00Z"})
+    assert "secondary_ratings" not in plain
 
 
 @pytest.mark.parametrize(("vendor", "payload", "match"), [
@@ -212,6 +296,76 @@ def test_replay_guard() -> None:
         guard.reserve(key, 201)
         guard.commit(key, 201)
     assert len(guard) == 3 and guard.reserve("a", 202)  # evicted as the oldest
+
+
+def test_replay_store_is_bounded_by_size_and_ttl(tmp_path: Path) -> None:
+    store = SqliteReplayStore(tmp_path / "r" / "replay.sqlite3", max_size=3, ttl_s=100)
+    store.PRUNE_EVERY = 2  # type: ignore[misc]
+    for at, key in enumerate("abcde"):
+        store.add(key, float(at))
+        assert len(store) <= 3 + store.PRUNE_EVERY
+    assert len(store) == 4  # the 4th add pruned to 3 rows (every 2nd add prunes), the 5th added one
+    assert [k for k, _ in store.load(4.0)] == ["c", "d", "e"] and len(store) == 3  # exact on load, oldest first
+    store.add("c", 50.0)  # the same id again: one row, newer time
+    assert store.load(50.0) == [("d", 3.0), ("e", 4.0), ("c", 50.0)]
+    assert store.load(104.5) == [("c", 50.0)]  # d and e are older than the TTL
+    store.close()
+    reopened = SqliteReplayStore(tmp_path / "r" / "replay.sqlite3", max_size=3, ttl_s=100)
+    assert reopened.load(104.5) == [("c", 50.0)]
+    reopened.close()
+
+
+def test_threaded_store_commits_concurrent_adds_and_reports_failures(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, str]:
+        store = ThreadedReplayStore(SqliteReplayStore(tmp_path / "replay.sqlite3", max_size=1000, ttl_s=100))
+        await asyncio.gather(*(store.add(f"id-{i}", 1.0) for i in range(200)))  # queued together, batched
+        committed = len(store.store.load(2.0))
+        store.store.close()  # the file is gone from under the writer: every waiter gets the error
+        with pytest.raises(sqlite3.ProgrammingError) as failed:
+            await asyncio.gather(store.add("late", 2.0), store.add("later", 2.0))
+        store.close()
+        return committed, str(failed.value)
+    committed, error = asyncio.run(scenario())
+    assert committed == 200 and "closed" in error
+
+
+async def _one_service_life(settings: Settings, requests: list[tuple[str, bytes, dict[str, str]]],
+                            now: float) -> list[int]:
+    """Start a service on the replay file of ``settings`` (as run_service does), send ``requests``, stop it."""
+    guard, store = open_replay_guard(settings, now)
+    with store:
+        app = create_app(config_from_settings(settings), MemoryPublisher(), guard, clock=lambda: now,
+                         replay_store=store)
+        async with TestClient(TestServer(app)) as client:
+            return [(await client.post(path, data=body, headers=headers)).status for path, body, headers in requests]
+
+
+def test_replay_refused_after_a_restart(tmp_path: Path) -> None:
+    settings = Settings(helpscout_webhook_secret=SecretStr("hs"), work_dir=tmp_path, ingest_replay_ttl_seconds=3600)
+    rating = helpscout_request(json.dumps(load("helpscout_rating")["payload"]).encode())
+    other = helpscout_request(json.dumps(dict(load("helpscout_rating")["payload"], id=77)).encode())
+    assert asyncio.run(_one_service_life(settings, [rating], NOW)) == [202]
+    assert (tmp_path / "ingest" / "replay.sqlite3").exists()
+    # a new guard, store and app on the same file: the replay is refused, a new delivery accepted
+    assert asyncio.run(_one_service_life(settings, [rating, other], NOW + 60)) == [409, 202]
+    # past the TTL the id is forgotten, as the in-memory guard forgets it
+    assert asyncio.run(_one_service_life(settings, [rating], NOW + 3600 + 61)) == [202]
+
+
+def test_replay_store_failure_keeps_the_202(tmp_path: Path) -> None:
+    """Kafka already holds the events when the id is written: a failed write is logged, not turned into an error,
+    and the in-memory guard still refuses the replay in this process."""
+    settings = Settings(helpscout_webhook_secret=SecretStr("hs"), work_dir=tmp_path)
+    rating = helpscout_request(json.dumps(load("helpscout_rating")["payload"]).encode())
+
+    async def scenario() -> list[int]:
+        guard, store = open_replay_guard(settings, NOW)
+        store.store.close()
+        app = create_app(config_from_settings(settings), MemoryPublisher(), guard, clock=lambda: NOW,
+                         replay_store=store)
+        async with TestClient(TestServer(app)) as client:
+            return [(await client.post(path, data=body, headers=h)).status for path, body, h in [rating, rating]]
+    assert asyncio.run(scenario()) == [202, 409]
 
 
 def test_delivery_id_prefers_vendor_header() -> None:

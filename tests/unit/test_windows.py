@@ -4,6 +4,7 @@ duplicates, crash/replay and restart from the store."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -41,6 +42,9 @@ class MemoryStore:
 
     def persisted_offset(self, source: Source) -> int:
         return max((v for (s, _), (_, v) in self.cells.items() if s == source), default=-1)
+
+    def stored_window_starts(self, source: Source) -> set[int]:
+        return {k[2] for (s, k) in self.cells if s == source}
 
     def load_cells(self, source: Source, keys: Iterable[WindowKey]) -> dict[WindowKey, tuple[WindowAgg, int]]:
         return {k: (a.copy(), v) for k in keys if (cell := self.cells.get((source, k))) for a, v in [cell]}
@@ -307,3 +311,21 @@ def test_absurd_duration_is_quarantined() -> None:
 
     result = worker.process([t("created", 0, 0), t("resolved", 4, 1)], 0.0)  # max duration is 3 h here
     assert [q.reason for q in result.quarantined] == ["absurd_duration"]
+
+
+def test_merge_and_subtract_cover_every_field() -> None:
+    """WindowAgg spells its merge out field by field: a field added later must be merged too."""
+    for f in dataclasses.fields(WindowAgg):
+        one = WindowAgg()
+        value = getattr(one, f.name)
+        if isinstance(value, int):
+            setattr(one, f.name, 3)
+        elif isinstance(value, list):
+            value[2] = 3
+        else:
+            value[7] = 3
+        total = WindowAgg()
+        total.merge(one)
+        assert total == one, f.name
+        total.subtract(one)
+        assert total.is_empty(), f.name
