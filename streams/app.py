@@ -54,7 +54,7 @@ class PipelineService(mode.Service):
 
     @mode.Service.task
     async def _advance_watermark(self) -> None:
-        await pipeline.tick_forever(1.0)
+        await pipeline.tick_forever(settings.publish_interval_seconds)
 
 
 @app.page("/metrics")

@@ -8,7 +8,8 @@ around pure functions, and commits a batch's offsets only after its writes were 
   dead-letter topic. While ClickHouse is down the batch waits (retrying with back-off) and nothing more is
   fetched beyond aiokafka's bounded prefetch: that is the back-pressure.
 - dead letters: dead-letter topic -> table ``dead_letters``; committed once ClickHouse accepted them.
-- every second: advance the watermark, publish window results (current and final) to the metrics topic.
+- every ``publish_interval_seconds``: advance the watermark, publish window results (current and final) to the
+  metrics topic.
 
 Why batches on aiokafka and not Faust agents: Faust's per-message stream path (conductor, channel queue,
 event, ack) measured 16k messages/s with an empty agent body on this machine (19k with uvloop), against 275k/s
