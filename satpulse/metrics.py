@@ -21,12 +21,22 @@ DEAD_LETTERS = Counter("satpulse_dead_letters_total", "Inputs sent to the dead-l
 # events the window stage skipped because the store already held them (replay after restart)
 REPLAY_SKIPPED = Counter("satpulse_replay_skipped_total", "Replayed events already in the store, not recounted",
                          registry=REGISTRY)
-# feedback events with a rating, counted once stored, by channel
-FEEDBACK_RATED = Counter("satpulse_feedback_rated_total", "Rated feedback events stored", ["channel"],
+# feedback events with a rating, counted once stored, by channel and team
+FEEDBACK_RATED = Counter("satpulse_feedback_rated_total", "Rated feedback events stored", ["channel", "team"],
                          registry=REGISTRY)
-# rated feedback events that are satisfied, counted once stored, by channel
+# rated feedback events that are satisfied, counted once stored, by channel and team
 FEEDBACK_SATISFIED = Counter("satpulse_feedback_satisfied_total", "Satisfied feedback events stored",
-                             ["channel"], registry=REGISTRY)
+                             ["channel", "team"], registry=REGISTRY)
+# normalised score (1-5) of scored feedback, observed once stored, by channel
+FEEDBACK_SCORE = Histogram("satpulse_feedback_score", "Normalised score (1-5) of stored feedback", ["channel"],
+                           buckets=(1, 2, 3, 4, 5), registry=REGISTRY)
+# CSAT % over the minute windows that started within the last period (15m, 1h, 24h) of event time, every
+# worker's partitions included (read from ClickHouse); absent while nothing was rated in the period
+ROLLING_CSAT = Gauge("satpulse_rolling_csat_percent", "CSAT % of feedback in the last period (all workers)",
+                     ["dimension", "value", "period"], registry=REGISTRY)
+# rated feedback behind satpulse_rolling_csat_percent (the minimum-responses guard)
+ROLLING_RATED = Gauge("satpulse_rolling_rated", "Rated feedback in the last period (all workers)",
+                      ["dimension", "value", "period"], registry=REGISTRY)
 # CSAT % of the most recent final window of this worker's partitions (absent while rated = 0)
 WINDOW_CSAT = Gauge("satpulse_window_csat_percent", "CSAT % of the latest final event-time window",
                     ["dimension", "value", "window"], registry=REGISTRY)
@@ -38,6 +48,9 @@ LATE_EVENTS = Counter("satpulse_late_events_total", "Events later than window en
 # wall-clock now minus the event-time watermark
 WATERMARK_DELAY = Gauge("satpulse_watermark_delay_seconds", "Wall clock minus event-time watermark",
                         registry=REGISTRY)
+# messages in this worker's assigned partitions after its last commit, by topic (highwater - committed)
+CONSUMER_LAG = Gauge("satpulse_consumer_lag_messages", "Messages not yet processed in assigned partitions",
+                     ["topic"], registry=REGISTRY)
 # rows per sink write
 SINK_BATCH_ROWS = Histogram("satpulse_sink_batch_rows", "Rows per sink write", ["sink"],
                             buckets=(1, 10, 100, 1000, 5000, 10000, 50000), registry=REGISTRY)
@@ -47,11 +60,14 @@ SINK_FLUSH_SECONDS = Histogram("satpulse_sink_flush_seconds", "Duration of a suc
 # failed sink write attempts (each is retried)
 SINK_ERRORS = Counter("satpulse_sink_errors_total", "Failed sink write attempts, retried", ["sink"],
                       registry=REGISTRY)
-# case resolution time (resolved - created) by channel and priority; buckets hold every SLA target of the alert rules
+# bucket bounds of the duration histograms; they hold every SLA target of the alert rules
+_DURATION_BUCKETS = (300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800, 259200, 604800)
+# case resolution time (resolved - created), observed once per new resolution, by channel and priority
 RESOLUTION_SECONDS = Histogram("satpulse_resolution_seconds", "Support-case resolution time in seconds",
-                               ["channel", "priority"],
-                               buckets=(300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800, 259200,
-                                        604800), registry=REGISTRY)
+                               ["channel", "priority"], buckets=_DURATION_BUCKETS, registry=REGISTRY)
+# case first-response time (first response - created), observed once per case, by channel and priority
+FIRST_RESPONSE_SECONDS = Histogram("satpulse_first_response_seconds", "Support-case first-response time in seconds",
+                                   ["channel", "priority"], buckets=_DURATION_BUCKETS, registry=REGISTRY)
 # webhook requests answered by the ingestion service, by vendor (fixed route set), outcome (accepted, refused)
 # and reason (ok, an adapters.signatures.AUTH_REASONS code, replay, bad_payload, too_large, unavailable)
 INGEST_REQUESTS = Counter("satpulse_ingest_requests_total", "Webhook requests answered, by vendor/outcome/reason",

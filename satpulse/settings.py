@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     idle_seconds: float = 5.0  # a source partition with no input for this long stops holding the watermark back
     flush_max_rows: int = 20_000  # window stage: events per batch (cells written per batch barely grow with it)
     flush_max_age_seconds: float = 1.0
+    rolling_refresh_seconds: float = 15.0  # how often the rolling CSAT gauges (15m/1h/24h) are read from ClickHouse
     publish_interval_seconds: float = 1.0  # how often the watermark advances and window results are published
     future_tolerance_seconds: int = 300  # events stamped further in the future are dead-lettered
     # stored roll-ups of the window cells (sinks/rollups.py), each a multiple of the previous one and of

@@ -163,6 +163,29 @@ class WindowStore:
                 found[key] = agg_from_row(row[3:])
         return found
 
+    def rolling_totals(self, now: int, periods: Mapping[str, int], dimensions: Sequence[str]
+                       ) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """(dimension, value, period) -> (rated, satisfied) summed over every source's cells of the windows that
+        started within ``periods[period]`` seconds before ``now`` (epoch s); only entries with rated > 0."""
+        names = list(periods)
+        sums = ", ".join(f"sumIf(rated, ws >= %(since{i})s), sumIf(satisfied, ws >= %(since{i})s)"
+                         for i in range(len(names)))
+        params: dict[str, Any] = {f"since{i}": now - periods[name] for i, name in enumerate(names)}
+        rows = self.ch.query(
+            f"SELECT dimension, dimension_value, {sums} FROM (SELECT dimension, dimension_value, "
+            f"toUInt32(window_start) AS ws, rated, satisfied FROM {self.db}.window_cells FINAL "
+            "WHERE window_seconds = %(w)s AND source_topic IN %(topics)s AND dimension IN %(dims)s "
+            "AND window_start >= toDateTime(%(oldest)s)) GROUP BY dimension, dimension_value",
+            {**params, "w": self.window_seconds, "topics": (self.feedback_topic, self.tickets_topic),
+             "dims": tuple(dimensions), "oldest": now - max(periods.values())})
+        found = {}
+        for row in rows:
+            for i, name in enumerate(names):
+                rated, satisfied = int(row[2 + 2 * i]), int(row[3 + 2 * i])
+                if rated:
+                    found[(row[0], row[1], name)] = (rated, satisfied)
+        return found
+
     def load_ratings(self, source: Source, ids: Iterable[str], max_offset: int) -> dict[str, RatingState]:
         """Latest version of each rating among the source's events up to ``max_offset``."""
         wanted = tuple(set(ids))

@@ -131,6 +131,7 @@ class Pipeline:
                 continue
             async with self._lock:
                 results = await self._in_executor(self._window_worker.tick, time.time())
+            await self._update_lag()
             now_ms = int(time.time() * 1000)
             await self._publish([(topics.METRICS, *encode_window_result(r, self.settings.window_seconds, now_ms))
                                  for r in results])
@@ -212,6 +213,7 @@ class Pipeline:
             store.add(rec.value or b"", rec.topic, rec.partition, rec.offset)
         retry_clickhouse("dead-letter write", store.flush)
         metrics.EVENTS_IN.labels("dead_letter_sink").inc(len(records))
+        metrics.EVENTS_OUT.labels("dead_letter_sink", "dead_letter").inc(len(records))
 
     # --- plumbing -------------------------------------------------------------------------------------------
     def _get_window_worker(self) -> WindowWorker:
@@ -228,7 +230,8 @@ class Pipeline:
             windower = Windower(s.window_seconds, s.grace_seconds, s.idle_seconds, s.entity_horizon_seconds)
             rules = CaseRules(s.sla_first_response_seconds, s.sla_resolution_seconds, s.max_duration_seconds * 1000)
             store = WindowStore(ch, topics.FEEDBACK, topics.TICKETS, s.window_seconds, s.rollup_window_seconds)
-            self._window_worker = WindowWorker(windower, store, s.dimensions, rules)
+            self._window_worker = WindowWorker(windower, store, s.dimensions, rules,
+                                               rolling_interval_seconds=s.rolling_refresh_seconds)
         return self._window_worker
 
     async def _in_executor(self, fn: Any, *args: Any) -> Any:
@@ -265,6 +268,17 @@ class Pipeline:
             await self.consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("commit refused after a rebalance (the batch will be replayed): %s", exc)
+
+    async def _update_lag(self) -> None:
+        """satpulse_consumer_lag_messages per topic: highwater minus the next offset to process, summed over
+        the assigned partitions whose highwater is known (fetched at least once)."""
+        lag = dict.fromkeys((topics.INGEST, *self.clean_kinds, topics.DEAD_LETTER), 0)
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None and tp.topic in lag:
+                lag[tp.topic] += max(0, high - await self.consumer.position(tp))
+        for topic, messages in lag.items():
+            metrics.CONSUMER_LAG.labels(topic).set(messages)
 
     async def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """New partitions hold the watermark back until they show data or go idle."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ from sinks.clickhouse import ClickHouseError
 from sinks.window_store import WindowStore
 from streams.aggregates import WindowAgg
 from streams.entities import (
+    UNKNOWN,
     CaseRules,
     CaseState,
     Contribution,
@@ -31,6 +32,10 @@ from streams.windows import Entity, Source, Windower
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# dimensions exported as Prometheus labels (bounded cardinality: agents, products, categories stay in ClickHouse)
+GAUGE_DIMENSIONS = ("all", "channel", "team")
+# rolling CSAT periods of satpulse_rolling_csat_percent: label -> seconds of event time
+ROLLING_PERIODS = {"15m": 900, "1h": 3600, "24h": 86400}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +62,9 @@ class Quarantined:
 class BatchResult:
     late: list[Item] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
-    resolutions: list[tuple[str, str, float]] = field(default_factory=list)  # (channel, priority, seconds)
+    # new first-response and resolution samples: (kind, channel, priority, seconds)
+    durations: list[tuple[str, str, str, float]] = field(default_factory=list)
+    new: list[Item] = field(default_factory=list)  # events not already in the store (replays excluded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +93,19 @@ class WindowWorker:
     """Owns the :class:`Windower` and the :class:`WindowStore` of one worker process."""
 
     def __init__(self, windower: Windower, store: WindowStore, dimensions: Iterable[str], rules: CaseRules,
-                 retry_max_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 retry_max_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                 rolling_interval_seconds: float = 15.0) -> None:
         self.windower = windower
         self.store = store
         self.dimensions = tuple(dimensions)
         self.rules = rules
         self.retry_max_seconds = retry_max_seconds
+        self.rolling_interval_seconds = rolling_interval_seconds  # how often tick() refreshes the rolling gauges
         self._sleep = sleep
         self._late_reported = 0
         self._gauge_window: dict[tuple[str, str], int] = {}  # window start shown by the gauges
+        self._rolling_at = float("-inf")
+        self._rolling_labels: set[tuple[str, str, str]] = set()
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         return retry_clickhouse(what, call, self.retry_max_seconds, self._sleep)
@@ -155,6 +166,7 @@ class WindowWorker:
             metrics.REPLAY_SKIPPED.inc(len(items) - len(new))
             if not new:
                 return
+            result.new.extend(new)
             kind = new[0].kind
             self._load_entities(source, kind, {_entity_id(kind, i.record) for i in new})
             # fold the batch into each entity; only the final state per entity matters for the cells
@@ -181,10 +193,12 @@ class WindowWorker:
                 keys.update(k for k, _ in old_contribution)
                 keys.update(k for k, _ in contribution)
                 changes.append((eid, state, contribution, quarantine))
-                resolution = _resolution(contribution)
-                if kind == "ticket" and resolution is not None and resolution != _resolution(old_contribution):
-                    result.resolutions.append((dict(state.dims).get("channel") or "unknown",
-                                               state.priority or "none", resolution[1] / 1000))
+                if kind == "ticket":
+                    for sample in ("first_response", "resolution"):
+                        at_and_ms = _duration_sample(contribution, sample)
+                        if at_and_ms is not None and at_and_ms != _duration_sample(old_contribution, sample):
+                            result.durations.append((sample, dict(state.dims).get("channel") or "unknown",
+                                                     state.priority or "none", at_and_ms[1] / 1000))
                 for reason in quarantine - old_quarantine:
                     result.quarantined.append(Quarantined(last_item[eid], reason, _describe(state, reason)))
             if not self._load_cells(source, keys):
@@ -213,13 +227,7 @@ class WindowWorker:
         metrics.SINK_FLUSH_SECONDS.labels("clickhouse").observe(time.perf_counter() - started)
         metrics.SINK_BATCH_ROWS.labels("clickhouse").observe(len(rows) + len(items))
         self.windower.mark_persisted(rows)
-        for channel, priority, seconds in result.resolutions:
-            metrics.RESOLUTION_SECONDS.labels(channel, priority).observe(seconds)
-        for _, _, record in feedback:
-            if record.get("satisfied") is not None:
-                metrics.FEEDBACK_RATED.labels(record["channel"]).inc()
-                if record["satisfied"]:
-                    metrics.FEEDBACK_SATISFIED.labels(record["channel"]).inc()
+        _observe(result)
         return result
 
     def tick(self, now: float) -> list[WindowResult]:
@@ -239,17 +247,60 @@ class WindowWorker:
             if (dimension, value, start) not in final or start < self._gauge_window.get((dimension, value), -1):
                 continue  # the gauges show the latest final window
             self._gauge_window[(dimension, value)] = start
-            if dimension not in ("all", "channel", "team"):
-                continue  # bounded label cardinality: agents, products, categories stay in ClickHouse
+            if dimension not in GAUGE_DIMENSIONS:
+                continue
             metrics.WINDOW_RATED.labels(dimension, value, window).set(agg.rated)
             if agg.csat_percent is not None:  # undefined CSAT is left out, never exported as 0 or NaN
                 metrics.WINDOW_CSAT.labels(dimension, value, window).set(agg.csat_percent)
+        if now - self._rolling_at >= self.rolling_interval_seconds:
+            self._rolling_at = now
+            self._set_rolling(self._retry("read", lambda: self.store.rolling_totals(
+                int(now), ROLLING_PERIODS, GAUGE_DIMENSIONS)))
         return [WindowResult(k, a, k in final) for k, a in sorted(totals.items(), key=lambda kv: kv[0][2])]
 
+    def _set_rolling(self, totals: Mapping[tuple[str, str, str], tuple[int, int]]) -> None:
+        """Rolling gauges from (dimension, value, period) -> (rated, satisfied); label sets that no longer
+        have feedback are removed, and CSAT is absent while nothing was rated."""
+        for labels in self._rolling_labels - totals.keys():
+            metrics.ROLLING_RATED.remove(*labels)
+            metrics.ROLLING_CSAT.remove(*labels)
+        for labels, (rated, satisfied) in totals.items():
+            metrics.ROLLING_RATED.labels(*labels).set(rated)
+            metrics.ROLLING_CSAT.labels(*labels).set(100.0 * satisfied / rated)
+        self._rolling_labels = {labels for labels, (rated, _) in totals.items()}
 
-def _resolution(contribution: Contribution) -> tuple[int, int] | None:
-    """(window start, duration ms) of the resolution sample in a case's contribution, if it has one."""
-    return next(((key[2], agg.resolution_ms) for key, agg in contribution if agg.resolved), None)
+
+def _duration_sample(contribution: Contribution, sample: str) -> tuple[int, int] | None:
+    """(window start, duration ms) of the ``first_response`` or ``resolution`` sample in a case's
+    contribution, if it has one."""
+    if sample == "first_response":
+        return next(((k[2], a.first_response_ms) for k, a in contribution if a.first_responses), None)
+    return next(((k[2], a.resolution_ms) for k, a in contribution if a.resolved), None)
+
+
+def _observe(result: BatchResult) -> None:
+    """Business and stage metrics of a stored batch: counted per label set, then added once."""
+    rated: Counter[tuple[str, str]] = Counter()
+    satisfied: Counter[tuple[str, str]] = Counter()
+    kinds: Counter[str] = Counter()
+    for item in result.new:
+        kinds[item.kind] += 1
+        record = item.record
+        if item.kind != "feedback" or record["satisfied"] is None:
+            continue
+        labels = (record["channel"], record.get("team") or UNKNOWN)
+        rated[labels] += 1
+        satisfied[labels] += bool(record["satisfied"])
+        if record["score"] is not None:
+            metrics.FEEDBACK_SCORE.labels(record["channel"]).observe(record["score"])
+    for labels, count in rated.items():
+        metrics.FEEDBACK_RATED.labels(*labels).inc(count)
+        metrics.FEEDBACK_SATISFIED.labels(*labels).inc(satisfied[labels])
+    for kind, count in kinds.items():
+        metrics.EVENTS_OUT.labels("window", kind).inc(count)
+    histograms = {"first_response": metrics.FIRST_RESPONSE_SECONDS, "resolution": metrics.RESOLUTION_SECONDS}
+    for sample, channel, priority, seconds in result.durations:
+        histograms[sample].labels(channel, priority).observe(seconds)
 
 
 def _entity_id(kind: str, record: Mapping[str, Any]) -> str:

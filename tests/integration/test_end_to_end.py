@@ -73,7 +73,8 @@ def test_jsonl_to_clickhouse_and_metrics(clickhouse_url: str, tmp_path: Path) ->
     port = free_port()
     env = {"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"w-{namespace}",
            "SATPULSE_CLICKHOUSE_URL": clickhouse_url, "SATPULSE_WORKER_WEB_PORT": str(port),
-           "SATPULSE_IDLE_SECONDS": "2", "SATPULSE_GRACE_SECONDS": "5"}
+           "SATPULSE_IDLE_SECONDS": "2", "SATPULSE_GRACE_SECONDS": "5",
+           "SATPULSE_ROLLING_REFRESH_SECONDS": "1"}
     worker = WorkerProcess(env, tmp_path / "worker.log", port)
     worker.start(timeout=90)
     try:
@@ -103,6 +104,14 @@ def test_jsonl_to_clickhouse_and_metrics(clickhouse_url: str, tmp_path: Path) ->
         r, s = expected[(channel, last)]
         gauge = metric_sum(samples, "satpulse_window_csat_percent", dimension="channel", value=channel)
         assert gauge == pytest.approx(100 * s / r), (metric_sum(samples, "satpulse_late_events_total"), log[-3000:])
+        # every event is from the last 20 minutes: the rolling 1 h and 24 h gauges hold all of the channel
+        for period in ("1h", "24h"):
+            labels = {"dimension": "channel", "value": channel, "period": period}
+            assert metric_sum(samples, "satpulse_rolling_rated", **labels) == rated
+            assert metric_sum(samples, "satpulse_rolling_csat_percent", **labels) == pytest.approx(
+                100 * satisfied / rated)
+    assert metric_sum(samples, "satpulse_events_out_total", stage="window") == EVENTS
+    assert metric_sum(samples, "satpulse_consumer_lag_messages") == 0
     dead = {dict(labels)["reason"]: v for (n, labels), v in samples.items() if n == "satpulse_dead_letters_total"}
     assert dead == dict(Counter(reason for _, reason in INVALID))
 
@@ -112,11 +121,13 @@ def test_jsonl_to_clickhouse_and_metrics(clickhouse_url: str, tmp_path: Path) ->
         stored = {(r.dimension_value, r.window_start): (r.agg.rated, r.agg.satisfied)
                   for r in windows(ch, "channel", 60)}
         stored_all = {("all", r.window_start): (r.agg.rated, r.agg.satisfied) for r in windows(ch, "all", 60)}
-        events = ch.query(f"SELECT count() FROM {ch.database}.feedback_events FINAL")[0][0]
+        events, scored = ch.query(
+            f"SELECT count(), countIf(score IS NOT NULL) FROM {ch.database}.feedback_events FINAL")[0]
     finally:
         ch.close()
     assert {**stored, **stored_all} == expected
     assert int(events) == EVENTS
+    assert metric_sum(samples, "satpulse_feedback_score_count") == int(scored) > 0
 
     # the dead-letter topic holds every refused input with its reason and origin
     consumer = KafkaConsumer(topics.for_namespace(namespace).dead_letter,

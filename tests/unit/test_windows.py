@@ -5,12 +5,14 @@ duplicates, crash/replay and restart from the store."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from satpulse import metrics
 from sinks.window_store import StoredEvent
 from streams.aggregates import WindowAgg
 from streams.entities import (
@@ -54,6 +56,16 @@ class MemoryStore:
         for (_, key), (agg, _) in self.cells.items():
             if key in set(keys):
                 out.setdefault(key, WindowAgg()).merge(agg)
+        return out
+
+    def rolling_totals(self, now: int, periods: Mapping[str, int], dimensions: Sequence[str]
+                       ) -> dict[tuple[str, str, str], tuple[int, int]]:
+        out: dict[tuple[str, str, str], tuple[int, int]] = {}
+        for (_, (dim, value, start)), (agg, _) in self.cells.items():
+            for name, seconds in periods.items():
+                if dim in dimensions and agg.rated and start // 1000 >= now - seconds:
+                    rated, satisfied = out.get((dim, value, name), (0, 0))
+                    out[(dim, value, name)] = (rated + agg.rated, satisfied + agg.satisfied)
         return out
 
     def load_ratings(self, source: Source, ids: Iterable[str], max_offset: int) -> dict[str, RatingState]:
@@ -295,9 +307,10 @@ def test_resolution_histogram_observed_once_per_new_resolution() -> None:
             "agent": None, "category": None, "product": None, "source": "s"})
 
     result = worker.process([t("created", 0, 0), t("resolved", 30, 1)], 0.0)
-    assert result.resolutions == [("chat", "high", 1800.0)]
-    assert worker.process([t("first_response", 5, 2)], 0.0).resolutions == []  # resolution unchanged
-    assert worker.process([t("resolved", 90, 3)], 0.0).resolutions == [("chat", "high", 5400.0)]
+    assert result.durations == [("resolution", "chat", "high", 1800.0)]
+    # a first response is observed once; the resolution is unchanged by it
+    assert worker.process([t("first_response", 5, 2)], 0.0).durations == [("first_response", "chat", "high", 300.0)]
+    assert worker.process([t("resolved", 90, 3)], 0.0).durations == [("resolution", "chat", "high", 5400.0)]
 
 
 def test_absurd_duration_is_quarantined() -> None:
@@ -329,3 +342,27 @@ def test_merge_and_subtract_cover_every_field() -> None:
         assert total == one, f.name
         total.subtract(one)
         assert total.is_empty(), f.name
+
+
+def test_rolling_csat_gauges_cover_their_periods() -> None:
+    store = MemoryStore()
+    worker = new_worker(store)
+    now = BASE // 1000 + 86400
+    base = {"kind": "feedback", "rating_version": 1, "channel": "chat", "team": None, "agent": None,
+            "category": None, "product": None, "source": "s", "score": None}
+    ages = [(600, True), (1800, False), (5 * 3600, True), (30 * 3600, True)]  # seconds before now, satisfied
+    items = [Item(FB, 0, i, "feedback", {**base, "rating_id": f"r{i}", "event_id": f"e{i}",
+                                         "event_time": (now - age) * 1000, "satisfied": ok})
+             for i, (age, ok) in enumerate(ages)]
+    worker.process(items, float(now))
+    worker.tick(float(now))
+
+    def gauge(name: str, period: str) -> float | None:
+        return metrics.REGISTRY.get_sample_value(name, {"dimension": "all", "value": "all", "period": period})
+
+    assert [gauge("satpulse_rolling_rated", p) for p in ("15m", "1h", "24h")] == [1, 2, 3]
+    csat = [gauge("satpulse_rolling_csat_percent", p) for p in ("15m", "1h", "24h")]
+    assert csat == [100, 50, pytest.approx(200 / 3)]
+    # a day later nothing is in any period: the label sets are removed, CSAT is absent, never 0
+    worker.tick(float(now + 2 * 86400))
+    assert gauge("satpulse_rolling_rated", "24h") is None and gauge("satpulse_rolling_csat_percent", "15m") is None
