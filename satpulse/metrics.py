@@ -51,6 +51,10 @@ WATERMARK_DELAY = Gauge("satpulse_watermark_delay_seconds", "Wall clock minus ev
 # messages in this worker's assigned partitions after its last commit, by topic (highwater - committed)
 CONSUMER_LAG = Gauge("satpulse_consumer_lag_messages", "Messages not yet processed in assigned partitions",
                      ["topic"], registry=REGISTRY)
+# ratings and cases moved out of memory (LRU beyond entity_cache_per_partition, or idle beyond the horizon);
+# they are reloaded from ClickHouse when they change again
+ENTITIES_EVICTED = Counter("satpulse_entities_evicted_total", "Ratings and cases moved out of worker memory",
+                           registry=REGISTRY)
 # rows per sink write
 SINK_BATCH_ROWS = Histogram("satpulse_sink_batch_rows", "Rows per sink write", ["sink"],
                             buckets=(1, 10, 100, 1000, 5000, 10000, 50000), registry=REGISTRY)

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
         default_factory=lambda: {"urgent": 4 * 3600, "high": 24 * 3600, "medium": 72 * 3600, "low": 168 * 3600})
     max_duration_seconds: int = 365 * 86400  # longer first-response/resolution times are quarantined as absurd
     entity_horizon_seconds: int = 7 * 86400  # ratings/cases idle this long (event time) leave memory
+    entity_cache_per_partition: int = 50_000  # beyond this, least recently changed ratings/cases leave memory
 
     # ingestion service (adapters/service.py, docs/adapters.md): webhooks -> ingest topic
     ingest_host: str = "127.0.0.1"

@@ -40,8 +40,20 @@ def cell_keys(dims: Mapping[str, str | None], dimensions: Iterable[str], start: 
     return [(d, "all" if d == "all" else (dims.get(d) or UNKNOWN), start) for d in dimensions]
 
 
+# one shared tuple per distinct combination of dimension values: thousands of entities point to the same few
+# combinations, so sharing them halves an entity's memory. Cleared when it grows past the bound.
+_DIMS_SHARED: dict[tuple[tuple[str, str | None], ...], tuple[tuple[str, str | None], ...]] = {}
+_DIMS_SHARED_MAX = 100_000
+
+
 def _dims(record: Mapping[str, Any]) -> tuple[tuple[str, str | None], ...]:
-    return tuple((name, record.get(name)) for name in DIMENSION_FIELDS)
+    dims = tuple((name, record.get(name)) for name in DIMENSION_FIELDS)
+    shared = _DIMS_SHARED.get(dims)
+    if shared is None:
+        if len(_DIMS_SHARED) >= _DIMS_SHARED_MAX:
+            _DIMS_SHARED.clear()
+        shared = _DIMS_SHARED[dims] = dims
+    return shared
 
 
 # --- ratings ----------------------------------------------------------------------------------------------

@@ -231,7 +231,8 @@ class Pipeline:
             rules = CaseRules(s.sla_first_response_seconds, s.sla_resolution_seconds, s.max_duration_seconds * 1000)
             store = WindowStore(ch, topics.FEEDBACK, topics.TICKETS, s.window_seconds, s.rollup_window_seconds)
             self._window_worker = WindowWorker(windower, store, s.dimensions, rules,
-                                               rolling_interval_seconds=s.rolling_refresh_seconds)
+                                               rolling_interval_seconds=s.rolling_refresh_seconds,
+                                               max_entities_per_source=s.entity_cache_per_partition)
         return self._window_worker
 
     async def _in_executor(self, fn: Any, *args: Any) -> Any:

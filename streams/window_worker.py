@@ -94,13 +94,14 @@ class WindowWorker:
 
     def __init__(self, windower: Windower, store: WindowStore, dimensions: Iterable[str], rules: CaseRules,
                  retry_max_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep,
-                 rolling_interval_seconds: float = 15.0) -> None:
+                 rolling_interval_seconds: float = 15.0, max_entities_per_source: int = 50_000) -> None:
         self.windower = windower
         self.store = store
         self.dimensions = tuple(dimensions)
         self.rules = rules
         self.retry_max_seconds = retry_max_seconds
         self.rolling_interval_seconds = rolling_interval_seconds  # how often tick() refreshes the rolling gauges
+        self.max_entities_per_source = max_entities_per_source  # ratings/cases kept in memory per partition
         self._sleep = sleep
         self._late_reported = 0
         self._gauge_window: dict[tuple[str, str], int] = {}  # window start shown by the gauges
@@ -126,7 +127,7 @@ class WindowWorker:
         loaded: dict[str, Entity] = {}
         if kind == "feedback":
             for rid, rating in self._retry("read", lambda: self.store.load_ratings(source, missing, hwm)).items():
-                loaded[rid] = Entity(rating, *self._contribution(kind, rating), rating.event_time)
+                loaded[rid] = Entity(rating, None, frozenset(), rating.event_time)
         else:
             events = self._retry("read", lambda: self.store.load_ticket_events(source, missing, hwm))
             for tid, records in events.items():
@@ -187,12 +188,16 @@ class WindowWorker:
             keys: set[WindowKey] = set()
             for eid, state in states.items():
                 known = w.entity(source, eid)
-                old_contribution, old_quarantine = ((known.contribution, known.quarantined) if known
-                                                    else ((), frozenset()))
+                old_contribution: Contribution = ()
+                old_quarantine: frozenset[str] = frozenset()
+                if known is not None:
+                    old_contribution = (known.contribution if known.contribution is not None
+                                        else self._contribution(kind, known.state)[0])
+                    old_quarantine = known.quarantined
                 contribution, quarantine = self._contribution(kind, state)
                 keys.update(k for k, _ in old_contribution)
                 keys.update(k for k, _ in contribution)
-                changes.append((eid, state, contribution, quarantine))
+                changes.append((eid, state, old_contribution, contribution, quarantine))
                 if kind == "ticket":
                     for sample in ("first_response", "resolution"):
                         at_and_ms = _duration_sample(contribution, sample)
@@ -203,8 +208,10 @@ class WindowWorker:
                     result.quarantined.append(Quarantined(last_item[eid], reason, _describe(state, reason)))
             if not self._load_cells(source, keys):
                 continue  # state was dropped: start this source over from the store
-            for eid, state, contribution, quarantine in changes:
-                w.apply(source, eid, state, contribution, last_item[eid].record["event_time"], quarantine)
+            for eid, state, old_contribution, contribution, quarantine in changes:
+                # a rating's contribution is cheap to recompute: only cases keep theirs in memory
+                w.apply(source, eid, state, old_contribution, contribution, last_item[eid].record["event_time"],
+                        quarantine, keep_contribution=kind == "ticket")
             result.late.extend(i for i in new if w.count_late(i.record["event_time"]))
             return
 
@@ -227,6 +234,7 @@ class WindowWorker:
         metrics.SINK_FLUSH_SECONDS.labels("clickhouse").observe(time.perf_counter() - started)
         metrics.SINK_BATCH_ROWS.labels("clickhouse").observe(len(rows) + len(items))
         self.windower.mark_persisted(rows)
+        metrics.ENTITIES_EVICTED.inc(self.windower.evict_entities(self.max_entities_per_source))
         _observe(result)
         return result
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.aggregates import WindowAgg
+from streams.bloom import BloomFilter
 from streams.entities import Contribution, WindowKey
 
 Source = tuple[str, int]  # (topic, partition)
@@ -30,10 +31,11 @@ CHECKPOINT_KEY: WindowKey = ("__checkpoint__", "", 0)
 
 @dataclass(slots=True)
 class Entity:
-    """A rating or case: its state, what it adds to cells now, and the quarantine reasons already reported."""
+    """A rating or case: its state, what it adds to cells now (None: not kept, recompute it from the state),
+    and the quarantine reasons already reported."""
 
     state: Any
-    contribution: Contribution
+    contribution: Contribution | None
     quarantined: frozenset[str]
     last_event_time: int
 
@@ -42,8 +44,10 @@ class Entity:
 class SourceState:
     """Cells and entities of one source. ``persisted_offset``: highest offset already in the store.
     ``stored_starts``: window starts whose cells the store may hold while memory does not (stored before this
-    worker took the source, or evicted since); ``stored_entities``: the store may hold entities memory does
-    not. Everything else missing from memory is known to be empty, so it is not looked up."""
+    worker took the source, or evicted since). Entities missing from memory may be in the store if they were
+    evicted (``evicted``, a Bloom filter) or if the source had stored data when this worker took it
+    (``stored_before``). Everything else missing from memory is known to be empty, so it is not looked up.
+    ``entities`` is in least-recently-changed order."""
 
     persisted_offset: int = -1
     max_offset: int = -1
@@ -51,7 +55,8 @@ class SourceState:
     dirty: set[WindowKey] = field(default_factory=set)
     entities: dict[str, Entity] = field(default_factory=dict)
     stored_starts: set[int] = field(default_factory=set)
-    stored_entities: bool = False
+    stored_before: bool = False
+    evicted: BloomFilter = field(default_factory=BloomFilter)
 
 
 @dataclass(slots=True)
@@ -118,7 +123,7 @@ class Windower:
         cells stored in the windows starting at ``stored_starts`` (ms)."""
         if source not in self.sources:
             self.sources[source] = SourceState(persisted_offset, persisted_offset, stored_starts=set(stored_starts),
-                                               stored_entities=persisted_offset >= 0)
+                                               stored_before=persisted_offset >= 0)
 
     def drop_source(self, source: Source) -> None:
         """Forget a source's state (not its clock), to be loaded again from the store."""
@@ -131,9 +136,10 @@ class Windower:
     def missing_entities(self, source: Source, ids: Iterable[str]) -> set[str]:
         """Ids to look up in the store: not in memory, and the store may hold them."""
         state = self.sources[source]
-        if not state.stored_entities:
-            return set()
-        return {i for i in ids if i not in state.entities}
+        entities, evicted = state.entities, state.evicted
+        if state.stored_before:
+            return {i for i in ids if i not in entities}
+        return {i for i in ids if i not in entities and i in evicted}
 
     def load_entities(self, source: Source, loaded: Mapping[str, Entity]) -> None:
         """Install entities rebuilt from the store."""
@@ -173,22 +179,38 @@ class Windower:
         if offset > state.persisted_offset:
             state.max_offset = max(state.max_offset, offset)
 
-    def apply(self, source: Source, entity_id: str, state: Any, contribution: Contribution,
-              event_time: int, quarantined: frozenset[str] = frozenset()) -> None:
-        """Replace an entity's contribution. Every key of the old and new contribution must be loaded."""
+    def apply(self, source: Source, entity_id: str, state: Any, old_contribution: Contribution,
+              contribution: Contribution, event_time: int, quarantined: frozenset[str] = frozenset(),
+              keep_contribution: bool = True) -> None:
+        """Replace an entity's contribution (``old_contribution``: what it contributes now, () if new). Every
+        key of both must be loaded. ``keep_contribution=False`` saves memory for entities whose contribution is
+        cheap to recompute from their state."""
         src = self.sources[source]
-        old = src.entities.get(entity_id)
+        old = src.entities.pop(entity_id, None)  # re-inserted below: most recently changed last
         last_time = max(event_time, old.last_event_time if old else event_time)
-        if old is not None and old.contribution == contribution:
-            old.state, old.quarantined, old.last_event_time = state, quarantined, last_time
-            return
-        for key, agg in old.contribution if old else ():
-            src.cells[key].subtract(agg)
-            self._touch(src, key)
-        for key, agg in contribution:
-            src.cells[key].merge(agg)
-            self._touch(src, key)
-        src.entities[entity_id] = Entity(state, contribution, quarantined, last_time)
+        if old_contribution != contribution:
+            for key, agg in old_contribution:
+                src.cells[key].subtract(agg)
+                self._touch(src, key)
+            for key, agg in contribution:
+                src.cells[key].merge(agg)
+                self._touch(src, key)
+        src.entities[entity_id] = Entity(state, contribution if keep_contribution else None, quarantined, last_time)
+
+    def evict_entities(self, max_per_source: int) -> int:
+        """Move the least recently changed entities beyond ``max_per_source`` out of memory (into the Bloom
+        filter; they are reloaded from the store when they change again). Call only when every processed
+        batch is persisted. Returns how many left."""
+        evicted = 0
+        for state in self.sources.values():
+            entities = state.entities
+            while len(entities) > max_per_source:
+                entity_id = next(iter(entities))
+                del entities[entity_id]
+                state.evicted.add(entity_id)
+                evicted += 1
+        self.evicted_entities += evicted
+        return evicted
 
     def _touch(self, src: SourceState, key: WindowKey) -> None:
         src.dirty.add(key)
@@ -258,8 +280,8 @@ class Windower:
                 stale = [i for i, e in state.entities.items() if e.last_event_time < closed_until - self.horizon_ms]
                 for entity_id in stale:
                     del state.entities[entity_id]
+                    state.evicted.add(entity_id)
                 self.evicted_entities += len(stale)
-                state.stored_entities |= bool(stale)
         self._finalised_until = max(self._finalised_until, closed_until)
         current = {k for k in touched if k[2] + self.window_ms > self._finalised_until}
         return final, current
