@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
+import orjson
 from clickhouse_driver.util.escape import escape_param
 
 Params = Mapping[str, Any]
@@ -117,9 +118,9 @@ class ChdbClickHouse:
         if not rows:
             return
         # JSON data, not SQL literals: the values never pass through the SQL parser. One dumps call for the
-        # whole block gives "[row],[row],...", which JSONCompactEachRow reads (3x faster than a dumps per row)
+        # whole block gives "[row],[row],...", which JSONCompactEachRow reads (orjson: 15x json.dumps)
         try:
-            data = json.dumps(rows if isinstance(rows, list) else list(rows), ensure_ascii=False)[1:-1]
+            data = orjson.dumps(rows if isinstance(rows, list) else list(rows))[1:-1].decode()
         except TypeError:  # bytes values (raw payloads), which JSON cannot carry: Values data, escaped literals
             values = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
             self._run(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT Values {values}", "TabSeparated")

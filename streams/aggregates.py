@@ -73,8 +73,9 @@ class WindowAgg:
     resolution_sketch: dict[int, int] = field(default_factory=dict)
     resolution_breaches: int = 0
 
-    def _combine(self, other: WindowAgg, sign: int) -> None:
-        # spelled out field by field: this is the innermost loop of the window stage
+    def add_scaled(self, other: WindowAgg, sign: int) -> None:
+        """Add ``sign`` times ``other`` (any integer: -1 subtracts, 3 adds three equal contributions). Spelled
+        out field by field: this is the innermost loop of the window stage."""
         self.rated += sign * other.rated
         self.satisfied += sign * other.satisfied
         self.scored += sign * other.scored
@@ -96,10 +97,10 @@ class WindowAgg:
             _add_map(self.resolution_sketch, other.resolution_sketch, sign)
 
     def merge(self, other: WindowAgg) -> None:
-        self._combine(other, 1)
+        self.add_scaled(other, 1)
 
     def subtract(self, other: WindowAgg) -> None:
-        self._combine(other, -1)
+        self.add_scaled(other, -1)
 
     def is_empty(self) -> bool:
         return self == WindowAgg()

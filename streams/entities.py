@@ -80,12 +80,26 @@ def newer_rating(old: RatingState | None, new: RatingState) -> RatingState:
     return old
 
 
+# contributions are values: ratings with equal dimensions, window, verdict and score share one (bounded memo)
+_RATING_CONTRIBUTIONS: dict[tuple[Any, ...], Contribution] = {}
+_RATING_CONTRIBUTIONS_MAX = 20_000
+
+
 def rating_contribution(state: RatingState, dimensions: Iterable[str], window_ms: int) -> Contribution:
+    """The cells a rating counts in. The result may be shared with other ratings: never mutate its aggregates."""
     if state.satisfied is None:
         return ()
-    agg = rating_agg(state.satisfied, state.score)
-    keys = cell_keys(dict(state.dims), dimensions, window_start(state.event_time, window_ms))
-    return tuple((key, agg) for key in keys)
+    dimensions = tuple(dimensions)
+    start = window_start(state.event_time, window_ms)
+    memo_key = (state.dims, start, state.satisfied, state.score, dimensions)
+    contribution = _RATING_CONTRIBUTIONS.get(memo_key)
+    if contribution is None:
+        agg = rating_agg(state.satisfied, state.score)
+        contribution = tuple((key, agg) for key in cell_keys(dict(state.dims), dimensions, start))
+        if len(_RATING_CONTRIBUTIONS) >= _RATING_CONTRIBUTIONS_MAX:
+            _RATING_CONTRIBUTIONS.clear()
+        _RATING_CONTRIBUTIONS[memo_key] = contribution
+    return contribution
 
 
 # --- support cases ----------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from streams.entities import (
     rating_contribution,
     rating_state,
 )
-from streams.windows import Entity, Source, Windower
+from streams.windows import Change, Entity, Source, Windower
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -197,7 +197,9 @@ class WindowWorker:
                 contribution, quarantine = self._contribution(kind, state)
                 keys.update(k for k, _ in old_contribution)
                 keys.update(k for k, _ in contribution)
-                changes.append((eid, state, old_contribution, contribution, quarantine))
+                # a rating's contribution is cheap to recompute: only cases keep theirs in memory
+                changes.append(Change(eid, state, old_contribution, contribution, last_item[eid].record["event_time"],
+                                      quarantine, keep_contribution=kind == "ticket"))
                 if kind == "ticket":
                     for sample in ("first_response", "resolution"):
                         at_and_ms = _duration_sample(contribution, sample)
@@ -208,10 +210,7 @@ class WindowWorker:
                     result.quarantined.append(Quarantined(last_item[eid], reason, _describe(state, reason)))
             if not self._load_cells(source, keys):
                 continue  # state was dropped: start this source over from the store
-            for eid, state, old_contribution, contribution, quarantine in changes:
-                # a rating's contribution is cheap to recompute: only cases keep theirs in memory
-                w.apply(source, eid, state, old_contribution, contribution, last_item[eid].record["event_time"],
-                        quarantine, keep_contribution=kind == "ticket")
+            w.apply(source, changes)
             result.late.extend(i for i in new if w.count_late(i.record["event_time"]))
             return
 

@@ -68,6 +68,20 @@ class SourceClock:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """An entity's new state: what it contributed until now (() if new) and what it contributes from now on.
+    ``keep_contribution=False`` saves memory for entities whose contribution is cheap to recompute."""
+
+    entity_id: str
+    state: Any
+    old_contribution: Contribution
+    contribution: Contribution
+    event_time: int
+    quarantined: frozenset[str] = frozenset()
+    keep_contribution: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class CellRow:
     """One row for the store: the full state of a cell for one source, versioned by offset."""
 
@@ -179,23 +193,27 @@ class Windower:
         if offset > state.persisted_offset:
             state.max_offset = max(state.max_offset, offset)
 
-    def apply(self, source: Source, entity_id: str, state: Any, old_contribution: Contribution,
-              contribution: Contribution, event_time: int, quarantined: frozenset[str] = frozenset(),
-              keep_contribution: bool = True) -> None:
-        """Replace an entity's contribution (``old_contribution``: what it contributes now, () if new). Every
-        key of both must be loaded. ``keep_contribution=False`` saves memory for entities whose contribution is
-        cheap to recompute from their state."""
+    def apply(self, source: Source, changes: Iterable[Change]) -> None:
+        """Replace the contributions of changed entities. Every key of every old and new contribution must be
+        loaded. Equal contribution objects (ratings share them) are added up first and merged into each cell
+        once, scaled by their net count."""
         src = self.sources[source]
-        old = src.entities.pop(entity_id, None)  # re-inserted below: most recently changed last
-        last_time = max(event_time, old.last_event_time if old else event_time)
-        if old_contribution != contribution:
-            for key, agg in old_contribution:
-                src.cells[key].subtract(agg)
-                self._touch(src, key)
-            for key, agg in contribution:
-                src.cells[key].merge(agg)
-                self._touch(src, key)
-        src.entities[entity_id] = Entity(state, contribution if keep_contribution else None, quarantined, last_time)
+        weights: dict[int, list[Any]] = {}  # id(contribution) -> [contribution, net count]
+        for change in changes:
+            old = src.entities.pop(change.entity_id, None)  # re-inserted below: most recently changed last
+            last_time = max(change.event_time, old.last_event_time if old else change.event_time)
+            if change.old_contribution != change.contribution:
+                for contribution, weight in ((change.old_contribution, -1), (change.contribution, 1)):
+                    if contribution:
+                        entry = weights.setdefault(id(contribution), [contribution, 0])
+                        entry[1] += weight
+            kept = change.contribution if change.keep_contribution else None
+            src.entities[change.entity_id] = Entity(change.state, kept, change.quarantined, last_time)
+        for contribution, weight in weights.values():
+            if weight:
+                for key, agg in contribution:
+                    src.cells[key].add_scaled(agg, weight)
+                    self._touch(src, key)
 
     def evict_entities(self, max_per_source: int) -> int:
         """Move the least recently changed entities beyond ``max_per_source`` out of memory (into the Bloom

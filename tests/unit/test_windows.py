@@ -24,7 +24,7 @@ from streams.entities import (
     window_start,
 )
 from streams.window_worker import Item, WindowWorker
-from streams.windows import CellRow, Source, Windower
+from streams.windows import CellRow, Change, Source, Windower
 
 DIMS = ("all", "channel", "team")
 WINDOW_S = 60
@@ -257,7 +257,7 @@ def test_watermark_finalises_with_grace_and_idle() -> None:
     w.ensure_source(source, -1)
     w.load_cells(source, [("all", "all", 0)], {})
     w.observe(source, 0, 30_000, now=100.0)
-    w.apply(source, "r", None, (), ((("all", "all", 0), WindowAgg(rated=1)),), 30_000)
+    w.apply(source, [Change("r", None, (), ((("all", "all", 0), WindowAgg(rated=1)),), 30_000)])
     w.mark_persisted(w.dirty_rows())
     final, current = w.finalise(now=100.0)
     assert final == set() and current == {("all", "all", 0)}  # busy source at 30 s < 60 s + 10 s grace
