@@ -74,9 +74,9 @@ def _secondary_ratings(answers: list[tuple[str, object, str]]) -> list[dict[str,
     """Answers to a survey's questions other than its CSAT question, as ``secondary_ratings`` entries
     ``{question_id, rating_value, rating_scale}`` (None when there are none).
 
-    They ride on the CSAT submission and are never a rating of their own: the clean FeedbackEvent has no field
-    that would keep them out of CSAT, so the cleaner drops them and they stay on the ingest topic only
-    (docs/adapters.md, "Secondary survey questions")."""
+    They ride on the CSAT submission and are never a rating of their own: the cleaner normalises them into the
+    clean event's ``secondary_answers``, which no window counts (docs/adapters.md, "Secondary survey
+    questions")."""
     out = [{"question_id": q, "rating_value": v, "rating_scale": scale} for q, v, scale in answers if v is not None]
     return out or None
 

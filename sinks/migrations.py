@@ -9,11 +9,22 @@ FINAL or argMax.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
-from sinks.clickhouse import ClickHouse
+from sinks.clickhouse import ClickHouse, ClickHouseError
 
-# (version, statements); {db} is replaced by the database name. Append only: never edit a released step.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+
+@dataclass(frozen=True)
+class AddColumn:
+    """``ALTER TABLE ... ADD COLUMN`` made idempotent: ClickHouse 18.16 has no ``ADD COLUMN IF NOT EXISTS``."""
+
+    table: str
+    column: str
+    type: str
+
+
+# (version, steps); {db} in SQL is replaced by the database name. Append only: never edit a released step.
+MIGRATIONS: tuple[tuple[int, tuple[str | AddColumn, ...]], ...] = (
     (1, (
         # full state of one window cell contributed by one source (topic, partition); the highest version
         # (= highest source offset included) wins. Not partitioned, so that one insert is atomic.
@@ -115,6 +126,18 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ) ENGINE = ReplacingMergeTree
         ORDER BY (origin_topic, origin_partition, origin_offset, origin_ref, stage, reason)""",
     )),
+    (3, (
+        # feedback_event v2 (schemas/history/feedback_event/v2.avsc): text-model provenance, the survey, and the
+        # answers to its other questions as parallel arrays (never counted in windows)
+        AddColumn("feedback_events", "sentiment_label", "Nullable(String)"),
+        AddColumn("feedback_events", "sentiment_model", "Nullable(String)"),
+        AddColumn("feedback_events", "survey_id", "Nullable(String)"),
+        AddColumn("feedback_events", "secondary_question_ids", "Array(String)"),
+        AddColumn("feedback_events", "secondary_native_values", "Array(String)"),
+        AddColumn("feedback_events", "secondary_native_scales", "Array(String)"),
+        AddColumn("feedback_events", "secondary_scores", "Array(Nullable(Float64))"),
+        AddColumn("feedback_events", "secondary_satisfied", "Array(Nullable(UInt8))"),
+    )),
 )
 
 
@@ -129,8 +152,28 @@ def migrate(ch: ClickHouse) -> list[int]:
     for version, statements in MIGRATIONS:
         if version in done:
             continue
-        for statement in statements:
-            ch.execute(statement.format(db=db))
+        for step in statements:
+            if isinstance(step, AddColumn):
+                _add_column(ch, step)
+            else:
+                ch.execute(step.format(db=db))
         ch.insert(f"{db}.schema_migrations", ("version", "applied_at"), [(version, int(time.time()))])
         applied.append(version)
     return applied
+
+
+def _add_column(ch: ClickHouse, step: AddColumn) -> None:
+    """Add the column unless it exists; a concurrent worker adding it first is not an error."""
+
+    def exists() -> bool:
+        rows = ch.query("SELECT count() FROM system.columns WHERE database = %(d)s AND table = %(t)s AND name = %(c)s",
+                        {"d": ch.database, "t": step.table, "c": step.column})
+        return int(rows[0][0]) > 0
+
+    if exists():
+        return
+    try:
+        ch.execute(f"ALTER TABLE {ch.database}.{step.table} ADD COLUMN {step.column} {step.type}")
+    except ClickHouseError:
+        if not exists():
+            raise

@@ -42,7 +42,9 @@ _SINGLE_AGG_SQL = ", ".join([
 FEEDBACK_COLUMNS = ("rating_id", "rating_version", "event_id", "source", "channel", "event_time", "event_time_ms",
                     "ingest_time_ms", "ticket_id", "agent", "team", "category", "product", "customer_id",
                     "native_value", "native_scale", "score", "satisfied", "comment", "sentiment",
-                    "source_partition", "source_offset")
+                    "source_partition", "source_offset", "sentiment_label", "sentiment_model", "survey_id",
+                    "secondary_question_ids", "secondary_native_values", "secondary_native_scales",
+                    "secondary_scores", "secondary_satisfied")
 TICKET_COLUMNS = ("ticket_id", "event_id", "status", "source", "channel", "event_time", "event_time_ms",
                   "ingest_time_ms", "priority", "agent", "team", "category", "product", "customer_id",
                   "source_partition", "source_offset")
@@ -81,7 +83,15 @@ def _feedback_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[An
     return (r["rating_id"], r["rating_version"], r["event_id"], r["source"], r["channel"],
             r["event_time"] // 1000, r["event_time"], r["ingest_time"], r["ticket_id"], r["agent"], r["team"],
             r["category"], r["product"], r["customer_id"], r["native_value"], r["native_scale"], r["score"],
-            satisfied, r["comment"], r.get("sentiment"), partition, offset)
+            satisfied, r["comment"], r.get("sentiment"), partition, offset, r.get("sentiment_label"),
+            r.get("sentiment_model"), r.get("survey_id"), *_secondary_columns(r.get("secondary_answers") or ()))
+
+
+def _secondary_columns(answers: Sequence[Mapping[str, Any]]) -> tuple[list[Any], ...]:
+    """The parallel arrays of feedback_events.secondary_*: ids, native values, scales, scores, satisfied."""
+    return ([a["question_id"] for a in answers], [a["native_value"] for a in answers],
+            [a["native_scale"] for a in answers], [a["score"] for a in answers],
+            [None if a["satisfied"] is None else int(a["satisfied"]) for a in answers])
 
 
 def _ticket_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any, ...]:

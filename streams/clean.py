@@ -184,6 +184,12 @@ def _clean_feedback(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: in
         raise Rejected("missing_field", f"rating_version {raw.get('rating_version')!r} is not an integer") from None
     rating_id = _text(raw, "rating_id") or record["event_id"]
     record.update(
+        sentiment_label=_text(raw, "sentiment_label"),
+        sentiment_model=_text(raw, "sentiment_model"),
+        survey_id=_text(raw, "survey_id"),
+        secondary_answers=_secondary_answers(raw.get("secondary_ratings")),
+    )
+    record.update(
         rating_id=rating_id,
         rating_version=version,
         ticket_id=_text(raw, "ticket_id"),
@@ -195,6 +201,29 @@ def _clean_feedback(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: in
         sentiment=None if sentiment is None else float(sentiment),
     )
     return Cleaned("feedback_event", rating_id, record)
+
+
+def _secondary_answers(raw: object) -> list[dict[str, Any]]:
+    """``secondary_ratings`` of a submission ([{question_id, rating_value, rating_scale}], from adapters whose
+    surveys ask more than the CSAT question), normalised like the rating. Raises Rejected naming the answer."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise Rejected("invalid_rating", "secondary_ratings must be a list")
+    answers = []
+    for i, answer in enumerate(raw):
+        if not isinstance(answer, dict):
+            raise Rejected("invalid_rating", f"secondary_ratings[{i}] must be an object")
+        question, scale, value = _text(answer, "question_id"), _text(answer, "rating_scale"), answer.get("rating_value")
+        if question is None or scale is None or value is None or value == "":
+            raise Rejected("missing_field", f"secondary_ratings[{i}] needs question_id, rating_value and rating_scale")
+        try:
+            rating = normalise_rating(value, scale)
+        except ScaleError as exc:
+            raise Rejected(exc.reason, f"secondary_ratings[{i}] ({question}): {exc}") from None
+        answers.append({"question_id": question, "native_value": str(value), "native_scale": scale,
+                        "score": rating.score, "satisfied": rating.satisfied})
+    return answers
 
 
 def _clean_ticket(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: int) -> Cleaned:

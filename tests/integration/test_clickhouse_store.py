@@ -159,3 +159,34 @@ def test_report_rolls_up_and_renders(ch: ClickHouse) -> None:
     assert [json.loads(line)["value"] for line in render(rows, "json").splitlines()] == [r["value"] for r in rows]
     assert len(list(csv.DictReader(io.StringIO(render(rows, "csv"))))) == len(rows)
     assert render(rows, "table").splitlines()[0].split()[:3] == ["window_start", "value", "rated"]
+
+
+def test_secondary_answers_and_sentiment_model_are_stored(ch: ClickHouse) -> None:
+    """feedback_event v2 from a raw submission (cleaner -> Avro -> store): the survey's other answers land in the
+    secondary_* arrays, the text model's provenance in its columns; only the CSAT question is a rating."""
+    from satpulse import codec
+    from streams.clean import clean
+
+    raw = {"event_id": "fd-1", "source": "freshdesk", "channel": "email", "event_time": BASE, "ticket_id": "9",
+           "rating_value": 103, "rating_scale": "freshdesk", "survey_id": "s1",
+           "secondary_ratings": [{"question_id": "q7", "rating_value": -101, "rating_scale": "freshdesk"},
+                                 {"question_id": "q8", "rating_value": "O'Brien", "rating_scale": "good_bad"}]}
+    mention = {"event_id": "tw-1", "source": "social", "channel": "twitter", "event_time": BASE,
+               "comment": "slow again", "sentiment": -0.6, "sentiment_label": "negative", "sentiment_model": "vader"}
+    with pytest.raises(Exception, match="q8"):  # an unknown answer names its question and dead-letters the event
+        clean(raw, BASE, 0)
+    raw["secondary_ratings"][1] = {"question_id": "q8", "rating_value": "good", "rating_scale": "good_bad"}
+    records = []
+    for submission in (raw, mention):
+        cleaned = clean(submission, BASE, 0)
+        records.append(codec.decode(codec.encode(cleaned.schema, cleaned.record), codec.FEEDBACK_EVENT)[1])
+    store = WindowStore(ch, "fb", "tk", 60)
+    worker = WindowWorker(Windower(60, 60, 5), store, DIMS, RULES)
+    worker.process([Item("fb", 0, i, "feedback", r) for i, r in enumerate(records)], BASE / 1000)
+    rows = ch.query(
+        "SELECT event_id, survey_id, secondary_question_ids, secondary_native_values, secondary_scores, "
+        f"secondary_satisfied, sentiment_label, sentiment_model FROM {ch.database}.feedback_events ORDER BY event_id")
+    assert [tuple(r) for r in rows] == [
+        ("fd-1", "s1", ["q7", "q8"], ["-101", "good"], [pytest.approx(2.333333), None], [0, 1], None, None),
+        ("tw-1", None, [], [], [], [], "negative", "vader")]
+    assert [(r.agg.rated, r.agg.satisfied) for r in windows(ch, "all", 60)] == [(1, 1)]  # the CSAT question only
