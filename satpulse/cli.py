@@ -4,6 +4,7 @@ retention, demo."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -28,6 +29,8 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    if args.stages:
+        os.environ["SATPULSE_WORKER_STAGES"] = json.dumps(args.stages.split(","))
     from adapters.publisher import ensure_topics
     from satpulse.settings import get_settings
     from streams.app import app
@@ -210,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_services)
     p = sub.add_parser("topics", help="create the pipeline's Kafka topics")
     p.set_defaults(func=_cmd_topics)
-    p = sub.add_parser("worker", help="run the Faust worker (cleaning, windows, sinks, /metrics)")
+    p = sub.add_parser("worker", help="run the worker (cleaning, windows, sinks, /metrics)")
     p.add_argument("--loglevel", default=os.environ.get("SATPULSE_LOGLEVEL", "warn"))
+    p.add_argument("--stages", help="comma-separated subset of clean,window,dead_letters (default: all)")
     p.set_defaults(func=_cmd_worker)
     p = sub.add_parser("publish", help="publish a JSONL file of raw submissions to the ingest topic")
     p.add_argument("file")

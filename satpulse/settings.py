@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # worker
     worker_web_port: int = 6066
     worker_id: str = "satpulse-worker"
+    # stages this worker process runs (clean, window, dead_letters); split them over processes to use more cores:
+    # one process per stage set, same worker_id (one consumer group). The window stage with chDB: one process only
+    worker_stages: list[str] = Field(default_factory=lambda: ["clean", "window", "dead_letters"])
     window_seconds: int = 60
     grace_seconds: int = 10
     idle_seconds: float = 5.0  # a source partition with no input for this long stops holding the watermark back

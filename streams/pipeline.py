@@ -50,6 +50,9 @@ from streams.windows import Windower
 
 log = logging.getLogger(__name__)
 Message = tuple[str, bytes, bytes]  # (topic, key, value)
+# the input topics of each stage; a worker runs the stages of settings.worker_stages (all by default)
+STAGE_TOPICS = {"clean": (topics.INGEST,), "window": (topics.FEEDBACK, topics.TICKETS),
+                "dead_letters": (topics.DEAD_LETTER,)}
 
 
 def encode_window_result(result: WindowResult, window_seconds: int, now_ms: int) -> tuple[bytes, bytes]:
@@ -80,6 +83,9 @@ class Pipeline:
         self.settings = settings
         self.clean_kinds = {topics.FEEDBACK: (codec.FEEDBACK_EVENT, "feedback"),
                             topics.TICKETS: (codec.TICKET_EVENT, "ticket")}
+        self.stages = set(settings.worker_stages)
+        if not self.stages or self.stages - STAGE_TOPICS.keys():
+            raise ValueError(f"worker_stages must be a non-empty subset of {sorted(STAGE_TOPICS)}")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._lock = asyncio.Lock()
         self._window_worker: WindowWorker | None = None
@@ -93,7 +99,8 @@ class Pipeline:
     async def start(self) -> None:
         """Connect ClickHouse (waiting while it is down), start the producer, subscribe. Raises KafkaError."""
         s = self.settings
-        await self._in_executor(self._get_window_worker)
+        if self.stages & {"window", "dead_letters"}:
+            await self._in_executor(self._get_window_worker)
         # the consumer group is the worker id: workers sharing it share the partitions
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap, group_id=s.worker_id, client_id=s.worker_id,
@@ -104,7 +111,7 @@ class Pipeline:
             linger_ms=5, max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)
         await self.producer.start()
         await self.consumer.start()
-        self.consumer.subscribe([topics.INGEST, topics.FEEDBACK, topics.TICKETS, topics.DEAD_LETTER],
+        self.consumer.subscribe([t for stage in sorted(self.stages) for t in STAGE_TOPICS[stage]],
                                 listener=_Rebalance(self))
 
     async def stop(self) -> None:
@@ -124,14 +131,15 @@ class Pipeline:
                     await self._process(batch)
 
     async def tick_forever(self, interval: float = 1.0) -> None:
-        """Every ``interval`` seconds: advance the watermark and publish window results."""
+        """Every ``interval`` seconds: refresh the lag gauge; with the window stage, advance the watermark and
+        publish window results."""
         while True:
             await asyncio.sleep(interval)
-            if self._window_worker is None:
+            await self._update_lag()
+            if "window" not in self.stages or self._window_worker is None:
                 continue
             async with self._lock:
                 results = await self._in_executor(self._window_worker.tick, time.time())
-            await self._update_lag()
             now_ms = int(time.time() * 1000)
             await self._publish([(topics.METRICS, *encode_window_result(r, self.settings.window_seconds, now_ms))
                                  for r in results])

@@ -54,15 +54,31 @@ def offline(submissions: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[in
     return {k: (v[0], v[1]) for k, v in cells.items()}
 
 
-@pytest.fixture(params=["chdb", "server"])
-def clickhouse_url(request: pytest.FixtureRequest, services: None, tmp_path: Path) -> str:
-    if request.param == "chdb":
-        return f"chdb://{tmp_path / 'chdb'}"
+# (engine, stage sets): one worker running every stage, or the stages split over two worker processes
+SETUPS = {"chdb": ("chdb", [None]), "server": ("server", [None]),
+          "chdb, two processes": ("chdb", [["clean"], ["window", "dead_letters"]])}
+
+
+@pytest.fixture(params=list(SETUPS))
+def setup(request: pytest.FixtureRequest, services: None, tmp_path: Path) -> tuple[str, list[list[str] | None]]:
+    engine, stage_sets = SETUPS[request.param]
+    if engine == "chdb":
+        return f"chdb://{tmp_path / 'chdb'}", stage_sets
     port = get_settings().clickhouse_native_port
-    return f"clickhouse://default:@127.0.0.1:{port}/e2e_{uuid.uuid4().hex[:8]}"
+    return f"clickhouse://default:@127.0.0.1:{port}/e2e_{uuid.uuid4().hex[:8]}", stage_sets
 
 
-def test_jsonl_to_clickhouse_and_metrics(clickhouse_url: str, tmp_path: Path) -> None:
+def scrape_all(workers: list[WorkerProcess]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every worker's samples added up (each stage's metrics come from the process that runs it)."""
+    total: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for worker in workers:
+        for key, value in worker.scrape().items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def test_jsonl_to_clickhouse_and_metrics(setup: tuple[str, list[list[str] | None]], tmp_path: Path) -> None:
+    clickhouse_url, stage_sets = setup
     namespace = f"e2e-{uuid.uuid4().hex[:8]}"
     now_ms = int(time.time() * 1000)
     submissions = list(sample_submissions(EVENTS, now_ms - 20 * 60_000, 19 * 60_000, seed=11))
@@ -70,29 +86,35 @@ def test_jsonl_to_clickhouse_and_metrics(clickhouse_url: str, tmp_path: Path) ->
     write_jsonl(path, iter(submissions + [r for r, _ in INVALID]), MALFORMED)
     expected = offline(submissions)
 
-    port = free_port()
-    env = {"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"w-{namespace}",
-           "SATPULSE_CLICKHOUSE_URL": clickhouse_url, "SATPULSE_WORKER_WEB_PORT": str(port),
-           "SATPULSE_IDLE_SECONDS": "2", "SATPULSE_GRACE_SECONDS": "5",
-           "SATPULSE_ROLLING_REFRESH_SECONDS": "1"}
-    worker = WorkerProcess(env, tmp_path / "worker.log", port)
-    worker.start(timeout=90)
+    workers = []
+    for i, stages in enumerate(stage_sets):
+        port = free_port()
+        env = {"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"w-{namespace}",
+               "SATPULSE_CLICKHOUSE_URL": clickhouse_url, "SATPULSE_WORKER_WEB_PORT": str(port),
+               "SATPULSE_IDLE_SECONDS": "2", "SATPULSE_GRACE_SECONDS": "5",
+               "SATPULSE_ROLLING_REFRESH_SECONDS": "1"}
+        if stages is not None:
+            env["SATPULSE_WORKER_STAGES"] = json.dumps(stages)
+        workers.append(WorkerProcess(env, tmp_path / f"worker{i}.log", port))
     try:
-        published = subprocess.run([sys.executable, "-m", "satpulse.cli", "publish", str(path)], env=worker.env,
-                                   check=True, capture_output=True, text=True, timeout=120)
+        for worker in workers:
+            worker.start(timeout=90)
+        published = subprocess.run([sys.executable, "-m", "satpulse.cli", "publish", str(path)],
+                                   env=workers[0].env, check=True, capture_output=True, text=True, timeout=120)
         assert f"published {EVENTS + len(INVALID)}" in published.stdout
         assert "unparseable_payload 3" in published.stdout
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            samples = worker.scrape()
+            samples = scrape_all(workers)
             if metric_sum(samples, "satpulse_feedback_rated_total") >= EVENTS:
                 break
             time.sleep(0.5)
         time.sleep(6)  # idle: the watermark passes the last window + grace and final windows are emitted
-        samples = worker.scrape()
+        samples = scrape_all(workers)
     finally:
-        worker.stop()
-    log = (tmp_path / "worker.log").read_text()
+        for worker in workers:
+            worker.stop()
+    log = "".join(p.read_text() for p in sorted(tmp_path.glob("worker*.log")))
 
     # /metrics: counters per channel equal the offline totals; the gauge shows each channel's last window
     for channel in set(CHANNEL.values()):
