@@ -11,7 +11,7 @@ cell includes are in the store (entities are rebuilt from them after a restart).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sinks.clickhouse import ClickHouse
@@ -136,42 +136,38 @@ class WindowStore:
             {"t": source[0], "p": source[1], "w": self.window_seconds})
         return {int(row[0]) * 1000 for row in rows}
 
+    def _select_cells(self, select: str, where: str, params: Mapping[str, Any], wanted: set[WindowKey],
+                      group_by: str = "") -> Iterator[tuple[WindowKey, Sequence[Any]]]:
+        """(key, the ``select`` columns) of the rows of ``window_cells FINAL`` in the windows of ``wanted`` that
+        match ``where``, for the wanted keys only."""
+        rows = self.ch.query(
+            f"SELECT dimension, dimension_value, toUInt32(window_start) AS ws, {select} "
+            f"FROM {self.db}.window_cells FINAL WHERE window_seconds = %(w)s AND ws IN %(starts)s AND {where}"
+            f"{group_by}", {**params, "w": self.window_seconds, "starts": tuple({k[2] // 1000 for k in wanted})})
+        for row in rows:
+            key = (row[0], row[1], int(row[2]) * 1000)
+            if key in wanted:
+                yield key, row[3:]
+
     def load_cells(self, source: Source, keys: Iterable[WindowKey]) -> dict[WindowKey, tuple[WindowAgg, int]]:
         """Stored state and version of ``keys`` for ``source`` (keys never written are absent)."""
         wanted = set(keys)
         if not wanted:
             return {}
-        rows = self.ch.query(
-            f"SELECT dimension, dimension_value, toUInt32(window_start), {_SINGLE_AGG_SQL}, version "
-            f"FROM {self.db}.window_cells FINAL WHERE source_topic = %(t)s AND source_partition = %(p)s "
-            "AND window_seconds = %(w)s AND toUInt32(window_start) IN %(starts)s",
-            {"t": source[0], "p": source[1], "w": self.window_seconds,
-             "starts": tuple({k[2] // 1000 for k in wanted})})
-        found = {}
-        for row in rows:
-            key = (row[0], row[1], int(row[2]) * 1000)
-            if key in wanted:
-                found[key] = (agg_from_row(row[3:-1]), int(row[-1]))
-        return found
+        rows = self._select_cells(f"{_SINGLE_AGG_SQL}, version", "source_topic = %(t)s AND source_partition = %(p)s",
+                                  {"t": source[0], "p": source[1]}, wanted)
+        return {key: (agg_from_row(values[:-1]), int(values[-1])) for key, values in rows}
 
     def totals(self, keys: Iterable[WindowKey]) -> dict[WindowKey, WindowAgg]:
         """Stored state of ``keys`` summed over every source (all workers' contributions)."""
         wanted = set(keys)
         if not wanted:
             return {}
-        rows = self.ch.query(
-            f"SELECT dimension, dimension_value, toUInt32(window_start) AS ws, {MERGED_AGG_SQL} "
-            f"FROM {self.db}.window_cells FINAL WHERE window_seconds = %(w)s "
-            "AND source_topic IN %(topics)s AND toUInt32(window_start) IN %(starts)s AND dimension IN %(dims)s "
-            "GROUP BY dimension, dimension_value, ws",
-            {"w": self.window_seconds, "topics": (self.feedback_topic, self.tickets_topic),
-             "starts": tuple({k[2] // 1000 for k in wanted}), "dims": tuple({k[0] for k in wanted})})
-        found = {}
-        for row in rows:
-            key = (row[0], row[1], int(row[2]) * 1000)
-            if key in wanted:
-                found[key] = agg_from_row(row[3:])
-        return found
+        rows = self._select_cells(MERGED_AGG_SQL, "source_topic IN %(topics)s AND dimension IN %(dims)s",
+                                  {"topics": (self.feedback_topic, self.tickets_topic),
+                                   "dims": tuple({k[0] for k in wanted})}, wanted,
+                                  " GROUP BY dimension, dimension_value, ws")
+        return {key: agg_from_row(values) for key, values in rows}
 
     def rolling_totals(self, now: int, periods: Mapping[str, int], dimensions: Sequence[str]
                        ) -> dict[tuple[str, str, str], tuple[int, int]]:

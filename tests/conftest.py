@@ -7,11 +7,15 @@ fixture had to start is stopped again when the session ends.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
 from satpulse import services as local_services
 from satpulse.services import ServiceError, ServiceStatus
+from sinks.clickhouse import ClickHouse, connect
+from sinks.migrations import migrate
+from tests.integration.offline import clickhouse_url
 
 
 def _session_services(names: Sequence[str]) -> Iterator[dict[str, ServiceStatus]]:
@@ -39,3 +43,13 @@ def services() -> Iterator[dict[str, ServiceStatus]]:
 def monitoring() -> Iterator[dict[str, ServiceStatus]]:
     """Prometheus and Alertmanager, running and ready; maps name -> status at session start."""
     yield from _session_services(["prometheus", "alertmanager"])
+
+
+@pytest.fixture(params=["chdb", "server"])
+def ch(request: pytest.FixtureRequest, services: dict[str, ServiceStatus], tmp_path: Path) -> Iterator[ClickHouse]:
+    """A fresh, migrated store on each engine: a chDB directory, then a new database on the local server."""
+    engine = connect(clickhouse_url(request.param, tmp_path))
+    migrate(engine)
+    assert migrate(engine) == []  # idempotent
+    yield engine
+    engine.close()

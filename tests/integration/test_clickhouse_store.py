@@ -5,21 +5,17 @@ seed formulas and hostile dimension values are checked against offline computati
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sinks.clickhouse import ClickHouse, connect
-from sinks.migrations import migrate
+from sinks.clickhouse import ClickHouse
 from sinks.queries import seed_metrics, totals, windows
 from sinks.window_store import WindowStore
 from streams.aggregates import WindowAgg
 from streams.entities import CaseRules, batch_cells
 from streams.window_worker import Item, WindowWorker
 from streams.windows import Windower
-from tests.integration.offline import clickhouse_url
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +23,6 @@ DIMS = ("all", "channel", "team")
 RULES = CaseRules({"high": 3600}, {"high": 4 * 3600}, 30 * 86400 * 1000)
 BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 HOSTILE = ["O'Brien", "x'); DROP TABLE window_cells; --", "\\N", "é漢字🙂", "a" * 5000, "tab\there", "%(t)s"]
-
-
-@pytest.fixture(params=["chdb", "server"])
-def ch(request: pytest.FixtureRequest, services: Any, tmp_path: Path) -> Iterator[ClickHouse]:
-    engine = connect(clickhouse_url(request.param, tmp_path))
-    migrate(engine)
-    assert migrate(engine) == []  # idempotent
-    yield engine
-    engine.close()
 
 
 def make_events(rng: random.Random) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +18,12 @@ from satpulse.settings import get_settings
 from satpulse.worker_process import WorkerProcess, metric_sum
 from sinks.clickhouse import ClickHouse, connect
 from sinks.dead_letter_store import DeadLetterStore
-from sinks.migrations import migrate
 from tests.integration.offline import clickhouse_url, free_port
 
 pytestmark = pytest.mark.integration
 
 BINARY = bytes(range(256)) + "é漢字🙂".encode()
 HOSTILE = "x'); DROP TABLE dead_letters; -- \\N\t%(t)s"
-
-
-@pytest.fixture(params=["chdb", "server"])
-def ch(request: pytest.FixtureRequest, services: Any, tmp_path: Path) -> Iterator[ClickHouse]:
-    engine = connect(clickhouse_url(request.param, tmp_path, "dl"))
-    migrate(engine)
-    yield engine
-    engine.close()
 
 
 def test_dead_letters_stored_verbatim_once_per_origin(ch: ClickHouse) -> None:

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from satpulse.deadletter import Origin, encode_dead_letter
 from satpulse.settings import Settings
-from sinks.clickhouse import ClickHouse, ClickHouseError, Params, connect
+from sinks.clickhouse import ClickHouse, ClickHouseError, Params
 from sinks.dead_letter_store import DeadLetterStore
-from sinks.migrations import migrate
 from sinks.queries import windows
 from sinks.report import report_rows
 from sinks.retention import apply_retention, wait_for_mutations
@@ -26,21 +24,12 @@ from sinks.window_store import MERGED_AGG_SQL, WindowStore
 from streams.entities import batch_cells
 from streams.window_worker import Item, WindowWorker
 from streams.windows import CHECKPOINT_KEY, Windower
-from tests.integration.offline import clickhouse_url
 from tests.integration.test_clickhouse_store import BASE, DIMS, RULES, make_events
 
 pytestmark = pytest.mark.integration
 
 SIZES = (3600, 86400)
 DAY = 86400
-
-
-@pytest.fixture(params=["chdb", "server"])
-def ch(request: pytest.FixtureRequest, services: Any, tmp_path: Path) -> Iterator[ClickHouse]:
-    engine = connect(clickhouse_url(request.param, tmp_path, "r"))
-    migrate(engine)
-    yield engine
-    engine.close()
 
 
 class Crash(Exception):
