@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,50 +158,104 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
 
 
-def run_ours(args: argparse.Namespace, ns: str, bootstrap: str, n: int, tmp: Path) -> Result:
-    t = topics.for_namespace(ns)
-    worker_id = f"bench-worker-{uuid.uuid4().hex[:8]}"
-    env = {"SATPULSE_TOPIC_NAMESPACE": ns, "SATPULSE_WORKER_ID": worker_id,
-           "SATPULSE_CLICKHOUSE_URL": f"chdb://{tmp / 'chdb'}", "SATPULSE_TOPIC_PARTITIONS": str(args.partitions),
-           "SATPULSE_GRACE_SECONDS": str(GRACE_SECONDS)}
-    worker = WorkerProcess(env, tmp / "ours-worker.log", get_settings().worker_web_port)
-    launched = time.monotonic()
-    worker.start(timeout=120)
-    assert worker.proc is not None
-    ready = time.monotonic() - launched
-    proc = worker.proc
+def worker_env(ns: str, worker_id: str, partitions: int, clickhouse_url: str,
+               grace_seconds: int | None = GRACE_SECONDS, **extra: str) -> dict[str, str]:
+    """Environment of a ``satpulse worker`` on namespace ``ns``; ``grace_seconds=None`` keeps the default."""
+    env = {"SATPULSE_TOPIC_NAMESPACE": ns, "SATPULSE_WORKER_ID": worker_id, "SATPULSE_CLICKHOUSE_URL": clickhouse_url,
+           "SATPULSE_TOPIC_PARTITIONS": str(partitions), **extra}
+    if grace_seconds is not None:
+        env["SATPULSE_GRACE_SECONDS"] = str(grace_seconds)
+    return env
+
+
+def start_workers(env: dict[str, str], count: int, tmp: Path, label: str) -> list[WorkerProcess]:
+    """Start ``count`` workers with the same env (so the same worker id / consumer group), worker i on web port
+    ``SATPULSE_WORKER_WEB_PORT + i``; each logs to ``tmp/<label>-<i>.log``. Returns once every /metrics answers."""
+    base_port = get_settings().worker_web_port
+    workers = []
     try:
-        # the worker's input is the ingest topic plus the feedback/tickets topics it writes and reads back
-        # (every ingest message produces exactly one message on feedback, tickets or dead letters)
-        names = [t.ingest, t.feedback, t.tickets]
+        for i in range(count):
+            port = base_port + i
+            worker = WorkerProcess({**env, "SATPULSE_WORKER_WEB_PORT": str(port)}, tmp / f"{label}-{i}.log", port)
+            workers.append(worker)
+            worker.start(timeout=120)
+    except BaseException:
+        for worker in workers:
+            worker.stop()
+        raise
+    return workers
 
-        def expected() -> int:
-            from kafka import KafkaConsumer, TopicPartition
-            consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-            try:
-                parts = [TopicPartition(x, p) for x in names for p in consumer.partitions_for_topic(x) or ()]
-                return int(sum(consumer.end_offsets(parts).values()))
-            finally:
-                consumer.close()
 
-        result = follow_until_all(f"ours (satpulse worker, {worker_id})", bootstrap, worker_id, names, n, expected,
-                                  proc.pid, launched, args.timeout, lambda: proc.poll() is None)
+def pids_of(workers: list[WorkerProcess]) -> list[int]:
+    return [w.proc.pid for w in workers if w.proc is not None]
+
+
+def end_offsets_total(bootstrap: str, names: list[str]) -> int:
+    """Sum of the end offsets of every partition of ``names`` (= messages ever written to them)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(x, p) for x in names for p in consumer.partitions_for_topic(x) or ()]
+        return int(sum(consumer.end_offsets(parts).values()))
+    finally:
+        consumer.close()
+
+
+def fresh_namespace(partitions: int, prefix: str = "bench") -> str:
+    """A new namespace ``<prefix><hex>`` with every topic created with ``partitions`` partitions."""
+    from adapters.publisher import ensure_topics
+
+    ns = f"{prefix}{uuid.uuid4().hex[:8]}"
+    settings = get_settings().model_copy(update={"topic_namespace": ns, "topic_partitions": partitions})
+    ensure_topics(settings, topics.for_namespace(ns).all())
+    return ns
+
+
+def follow_workers(name: str, bootstrap: str, ns: str, worker_id: str, workers: list[WorkerProcess], n: int,
+                   launched: float, timeout: float, checkpoints: Sequence[int] = ()) -> Result:
+    """:func:`follow_until_all` for the workers of one consumer group on namespace ``ns`` (ingest, then the
+    feedback/tickets topics they write and read back: every ingest message produces exactly one message on
+    feedback, tickets or dead letters)."""
+    t = topics.for_namespace(ns)
+    names = [t.ingest, t.feedback, t.tickets]
+    return follow_until_all(name, bootstrap, worker_id, names, n, lambda: end_offsets_total(bootstrap, names),
+                            pids_of(workers), launched, timeout,
+                            lambda: all(w.proc is not None and w.proc.poll() is None for w in workers), checkpoints)
+
+
+def run_ours(args: argparse.Namespace, ns: str, bootstrap: str, n: int, tmp: Path) -> Result:
+    worker_id = f"bench-worker-{uuid.uuid4().hex[:8]}"
+    env = worker_env(ns, worker_id, args.partitions, f"chdb://{tmp / 'chdb'}")
+    launched = time.monotonic()
+    workers = start_workers(env, 1, tmp, "ours-worker")
+    ready = time.monotonic() - launched
+    try:
+        result = follow_workers(f"ours (satpulse worker, {worker_id})", bootstrap, ns, worker_id, workers, n,
+                                launched, args.timeout)
         result.extra["metrics_ready_after_s"] = ready
         result.note = (f"ingest {n:,} + {result.extra.get('clean_events', 0):,.0f} clean events re-read; "
                        f"/metrics up after {ready:.1f}s")
         return result
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
 
 def follow_until_all(name: str, bootstrap: str, group: str, names: list[str], n: int, expected: Callable[[], int],
-                     pid: int, launched: float, timeout: float, alive: Callable[[], bool]) -> Result:
+                     pids: Sequence[int], launched: float, timeout: float, alive: Callable[[], bool],
+                     checkpoints: Sequence[int] = ()) -> Result:
     """Like :func:`follow`, but the rate counts ingest events only (N / interval), since feedback/tickets are
-    the worker's own intermediate topics; the total to consume grows while the cleaner writes them."""
+    the worker's own intermediate topics; the total to consume grows while the cleaner writes them.
+
+    CPU is summed over ``pids``, peak RSS is the largest ``VmHWM`` among them. For each of ``checkpoints`` (event
+    counts), ``extra["rss_mb_at_<c>"]`` is the largest VmHWM at the first poll where ``n - lag`` (lag over all
+    ``names``) reached c: a lower bound of the events that went through both stages (cleaned and windowed)."""
     deadline = time.monotonic() + timeout
     first_t = first_cpu = None
     first_left = 0
     last = -1
+    marks: dict[str, float] = {}
     while time.monotonic() < deadline:
         if not alive():
             return Result(name, note=f"worker exited early (lag {last})")
@@ -210,22 +264,27 @@ def follow_until_all(name: str, bootstrap: str, group: str, names: list[str], n:
             lag = committed_lag(bootstrap, group, names)
         except Exception:
             ingest_lag = lag = -1
-        now, cpu = time.monotonic(), proc_cpu(pid)
+        now, cpu = time.monotonic(), sum(proc_cpu(p) for p in pids)
         if lag >= 0:
             last = lag
+            for c in checkpoints:
+                if n - lag >= c and f"rss_mb_at_{c}" not in marks:
+                    marks[f"rss_mb_at_{c}"] = max(proc_hwm_mb(p) for p in pids)
             if first_t is None and ingest_lag < n:
                 first_t, first_cpu, first_left = now, cpu, ingest_lag
             if lag == 0 and ingest_lag == 0 and expected() >= 2 * n - n // 100:
                 assert first_t is not None and first_cpu is not None
-                result = Result(name, events=n, wall_s=now - launched, rss_mb=proc_hwm_mb(pid),
+                result = Result(name, events=n, wall_s=now - launched, rss_mb=max(proc_hwm_mb(p) for p in pids),
                                 cpu_total_per_m=cpu / n * 1e6)
                 if now > first_t and first_left > 0:
                     result.rate = first_left / (now - first_t)
                     result.cpu_per_m = (cpu - first_cpu) / first_left * 1e6
-                result.extra = {"first_commit_after_s": first_t - launched, "clean_events": expected() - n}
+                result.extra = {"first_commit_after_s": first_t - launched, "clean_events": expected() - n, **marks}
                 return result
         time.sleep(POLL_SECONDS)
-    return Result(name, note=f"timed out after {timeout:.0f}s (lag {last})")
+    result = Result(name, note=f"timed out after {timeout:.0f}s (lag {last})")
+    result.extra = marks
+    return result
 
 
 def run_bare(args: argparse.Namespace, ns: str, bootstrap: str, n: int) -> Result:

@@ -35,7 +35,10 @@ _ROLLUP_SQL = (
     f"{_OUTER}, top_version, toDateTime(%(now)s) FROM ("
     f"SELECT dimension, dimension_value, {_PERIOD} AS period, source_topic, source_partition, {_INNER}, "
     "max(version) AS top_version FROM {db}.window_cells FINAL "
-    f"WHERE window_seconds = %(finer)s AND (source_topic, source_partition, {_PERIOD}) IN %(keys)s "
+    # the window_start range lets ClickHouse skip granules by primary key: without it every roll-up reads the
+    # whole table, and a batch's roll-up cost grows with the table (25 -> 62 ms after 25 h of cells in a test)
+    "WHERE window_seconds = %(finer)s AND window_start >= toDateTime(%(lo)s) AND window_start < toDateTime(%(hi)s) "
+    f"AND (source_topic, source_partition, {_PERIOD}) IN %(keys)s "
     "GROUP BY dimension, dimension_value, period, source_topic, source_partition)")
 # (topic, partition, period start in epoch seconds) of one roll-up cell group
 RollupKey = tuple[str, int, int]
@@ -83,9 +86,11 @@ class Rollups:
                     keys |= self._stale(source, finer, size)
                 ordered = sorted(keys)  # in bounded statements (max_query_size), each period whole in one
                 for i in range(0, len(ordered), MAX_KEYS_PER_STATEMENT):
+                    chunk = ordered[i:i + MAX_KEYS_PER_STATEMENT]
+                    periods = [key[2] for key in chunk]
                     self.ch.execute(_ROLLUP_SQL.format(db=self.ch.database),
-                                    {"size": size, "finer": finer, "now": now,
-                                     "keys": tuple(ordered[i:i + MAX_KEYS_PER_STATEMENT])})
+                                    {"size": size, "finer": finer, "now": now, "keys": tuple(chunk),
+                                     "lo": min(periods), "hi": max(periods) + size})
                 finer = size
         except ClickHouseError:
             self._current -= set(starts) | unchecked
