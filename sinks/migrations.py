@@ -23,8 +23,19 @@ class AddColumn:
     type: str
 
 
+@dataclass(frozen=True)
+class Rekey:
+    """Rebuild ``table`` with a new sorting key (ClickHouse cannot change ORDER BY in place): copy it into a table
+    of the same structure, then swap the names in one RENAME; the old table stays as ``{table}_previous`` (drop
+    it once satisfied; docs/operations.md). Idempotent: once ``{table}_previous`` exists, nothing is done.
+    Run it with the workers stopped (rows written during the copy could be missed)."""
+
+    table: str
+    engine: str
+
+
 # (version, steps); {db} in SQL is replaced by the database name. Append only: never edit a released step.
-MIGRATIONS: tuple[tuple[int, tuple[str | AddColumn, ...]], ...] = (
+MIGRATIONS: tuple[tuple[int, tuple[str | AddColumn | Rekey, ...]], ...] = (
     (1, (
         # full state of one window cell contributed by one source (topic, partition); the highest version
         # (= highest source offset included) wins. Not partitioned, so that one insert is atomic.
@@ -138,6 +149,13 @@ MIGRATIONS: tuple[tuple[int, tuple[str | AddColumn, ...]], ...] = (
         AddColumn("feedback_events", "secondary_scores", "Array(Nullable(Float64))"),
         AddColumn("feedback_events", "secondary_satisfied", "Array(Nullable(UInt8))"),
     )),
+    (4, (
+        # the stream reads window cells by window size and time (totals every tick, roll-ups, late corrections,
+        # rolling gauges) and dashboards by dimension and time: with (dimension, dimension_value, ...) first,
+        # every one of those read the whole table, so each batch got slower as the table grew
+        Rekey("window_cells", "ReplacingMergeTree(version) ORDER BY (window_seconds, dimension, window_start, "
+                              "dimension_value, source_topic, source_partition)"),
+    )),
 )
 
 
@@ -155,6 +173,8 @@ def migrate(ch: ClickHouse) -> list[int]:
         for step in statements:
             if isinstance(step, AddColumn):
                 _add_column(ch, step)
+            elif isinstance(step, Rekey):
+                _rekey(ch, step)
             else:
                 ch.execute(step.format(db=db))
         ch.insert(f"{db}.schema_migrations", ("version", "applied_at"), [(version, int(time.time()))])
@@ -176,4 +196,24 @@ def _add_column(ch: ClickHouse, step: AddColumn) -> None:
         ch.execute(f"ALTER TABLE {ch.database}.{step.table} ADD COLUMN {step.column} {step.type}")
     except ClickHouseError:
         if not exists():
+            raise
+
+
+def _table_exists(ch: ClickHouse, table: str) -> bool:
+    rows = ch.query("SELECT count() FROM system.tables WHERE database = %(d)s AND name = %(t)s",
+                    {"d": ch.database, "t": table})
+    return int(rows[0][0]) > 0
+
+
+def _rekey(ch: ClickHouse, step: Rekey) -> None:
+    db, table = ch.database, step.table
+    if _table_exists(ch, f"{table}_previous"):
+        return
+    ch.execute(f"DROP TABLE IF EXISTS {db}.{table}_rekeyed")  # a copy left by an interrupted run
+    ch.execute(f"CREATE TABLE {db}.{table}_rekeyed AS {db}.{table} ENGINE = {step.engine}")
+    ch.execute(f"INSERT INTO {db}.{table}_rekeyed SELECT * FROM {db}.{table}")
+    try:
+        ch.execute(f"RENAME TABLE {db}.{table} TO {db}.{table}_previous, {db}.{table}_rekeyed TO {db}.{table}")
+    except ClickHouseError:
+        if not _table_exists(ch, f"{table}_previous"):  # not a concurrent worker that renamed first
             raise

@@ -5,17 +5,19 @@ seed formulas and hostile dimension values are checked against offline computati
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sinks.clickhouse import ClickHouse
+from sinks.clickhouse import ClickHouse, connect
 from sinks.queries import seed_metrics, totals, windows
 from sinks.window_store import WindowStore
 from streams.aggregates import WindowAgg
 from streams.entities import CaseRules, batch_cells
 from streams.window_worker import Item, WindowWorker
 from streams.windows import Windower
+from tests.integration.offline import clickhouse_url
 
 pytestmark = pytest.mark.integration
 
@@ -177,3 +179,30 @@ def test_secondary_answers_and_sentiment_model_are_stored(ch: ClickHouse) -> Non
         ("fd-1", "s1", ["q7", "q8"], ["-101", "good"], [pytest.approx(2.333333), None], [0, 1], None, None),
         ("tw-1", None, [], [], [], [], "negative", "vader")]
     assert [(r.agg.rated, r.agg.satisfied) for r in windows(ch, "all", 60)] == [(1, 1)]  # the CSAT question only
+
+
+def test_rekey_migration_keeps_every_cell(services: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 4 rebuilds window_cells under a time-first sorting key: a store written at version 3 keeps
+    every row, the new key is in place, and running the migrations again changes nothing."""
+    from sinks import migrations
+
+    for engine_name in ("chdb", "server"):
+        engine = connect(clickhouse_url(engine_name, tmp_path / engine_name))
+        monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+        migrations.migrate(engine)
+        store = WindowStore(engine, "fb", "tk", 60)
+        worker = WindowWorker(Windower(60, 60, 5), store, DIMS, RULES)
+        feedback, tickets = make_events(random.Random(5))
+        items = [Item("fb", 0, i, "feedback", r) for i, r in enumerate(feedback)]
+        items += [Item("tk", 0, i, "ticket", r) for i, r in enumerate(tickets)]
+        worker.process(items, BASE / 1000)
+        before = sorted(map(tuple, engine.query(f"SELECT * FROM {engine.database}.window_cells FINAL")))
+        monkeypatch.undo()
+        assert migrations.migrate(engine) == [4]
+        assert migrations.migrate(engine) == []
+        after = sorted(map(tuple, engine.query(f"SELECT * FROM {engine.database}.window_cells FINAL")))
+        ddl = engine.query("SELECT create_table_query FROM system.tables WHERE database = %(d)s AND name = %(t)s",
+                           {"d": engine.database, "t": "window_cells"})[0][0]
+        engine.close()
+        assert before and after == before, engine_name
+        assert "ORDER BY (window_seconds, dimension, window_start" in ddl, ddl
