@@ -50,13 +50,14 @@ class Settings(BaseSettings):
     grace_seconds: int = 10
     idle_seconds: float = 5.0  # a source partition with no input for this long stops holding the watermark back
     flush_max_rows: int = 20_000  # window stage: events per batch (cells written per batch barely grow with it)
-    flush_max_age_seconds: float = 1.0
+    flush_max_age_seconds: float = 0.5  # a batch collects input for at most this long (latency vs. insert rate)
     rolling_refresh_seconds: float = 15.0  # how often the rolling CSAT gauges (15m/1h/24h) are read from ClickHouse
     publish_interval_seconds: float = 1.0  # how often the watermark advances and window results are published
     future_tolerance_seconds: int = 300  # events stamped further in the future are dead-lettered
     # stored roll-ups of the window cells (sinks/rollups.py), each a multiple of the previous one and of
     # window_seconds, refreshed with every write; empty: off (reports then sum cells at query time)
     rollup_window_seconds: list[int] = Field(default_factory=lambda: [3600, 86400])
+    rollup_interval_seconds: float = 5.0  # roll-ups of written cells are refreshed at most this often
 
     # retention in days per kind of row (sinks/retention.py, `satpulse retention`); 0 = keep forever
     retention_events_days: int = 0  # feedback_events, ticket_events (by event time)

@@ -1,11 +1,13 @@
 """Reads and writes of window cells and clean events in ClickHouse (blocking; run off the event loop).
 
 Write contract: :meth:`WindowStore.write` inserts the batch's clean events, then its window cells, each as
-one block, then refreshes the stored roll-ups (1 h, 1 day; :mod:`sinks.rollups`) of the cells it touched; when
-it returns, all are durable and the caller may acknowledge the source offsets. It raises ClickHouseError on
-failure and may be retried with the same batch: rows replace themselves (same key, same version), so a retry
-or a replay after a crash never counts twice. Events are written before cells, so the events of every offset a
-cell includes are in the store (entities are rebuilt from them after a restart).
+one block; when it returns, both are durable and the caller may acknowledge the source offsets. It raises
+ClickHouseError on failure and may be retried with the same batch: rows replace themselves (same key, same
+version), so a retry or a replay after a crash never counts twice. Events are written before cells, so the
+events of every offset a cell includes are in the store (entities are rebuilt from them after a restart).
+The stored roll-ups (1 h, 1 day; :mod:`sinks.rollups`) of the touched cells are refreshed at most every
+``rollup_interval_seconds`` by :meth:`write` or :meth:`refresh_rollups` (call it periodically); roll-ups left
+behind by a crash are found stale and recomputed at the next start.
 """
 
 from __future__ import annotations
@@ -104,9 +106,10 @@ class WindowStore:
     """Window cells of one window size, and the clean events they were computed from."""
 
     def __init__(self, ch: ClickHouse, feedback_topic: str, tickets_topic: str, window_seconds: int,
-                 rollup_seconds: Sequence[int] = ()) -> None:
-        """``rollup_seconds``: sizes of the stored roll-ups kept current by :meth:`write` (settings
-        ``rollup_window_seconds``; empty: none). Raises ValueError for sizes that do not nest."""
+                 rollup_seconds: Sequence[int] = (), rollup_interval_seconds: float = 0.0) -> None:
+        """``rollup_seconds``: sizes of the stored roll-ups (settings ``rollup_window_seconds``; empty: none),
+        refreshed at most every ``rollup_interval_seconds`` (0: with every write). Raises ValueError for sizes
+        that do not nest."""
         from sinks.rollups import Rollups  # imported here: sinks.rollups builds its SQL from this module
 
         self.ch = ch
@@ -115,12 +118,16 @@ class WindowStore:
         self.tickets_topic = tickets_topic
         self.window_seconds = window_seconds
         self.rollups = Rollups(ch, window_seconds, rollup_seconds)
+        self.rollup_interval_seconds = rollup_interval_seconds
+        self._rollups_due: dict[Source, set[int]] = {}  # cell starts (s) written since the last refresh
+        self._rollup_sources: set[Source] = set()
+        self._rollups_at = float("-inf")
 
     def persisted_offset(self, source: Source) -> int:
         """Highest offset of ``source`` already contained in stored window cells (-1: none). Read when a worker
         (re)takes a source, so the source's roll-ups are checked for stale periods again at its next write
-        (another worker may have written it meanwhile)."""
-        self.rollups.recheck(source)
+        (another worker may have written it meanwhile) at the next :meth:`refresh_rollups`, written or not."""
+        self.recheck_rollups([source])
         rows = self.ch.query(
             f"SELECT count(), max(version) FROM {self.db}.window_cells "
             "WHERE source_topic = %(t)s AND source_partition = %(p)s AND window_seconds = %(w)s",
@@ -241,9 +248,26 @@ class WindowStore:
             self.ch.insert(f"{self.db}.window_cells", CELL_COLUMNS,
                            [_cell_row(c, self.window_seconds, now) for c in cells])
         if self.rollups.sizes:
-            touched: dict[Source, set[int]] = {}
             for c in cells:
-                touched.setdefault(c.source, set()).add(c.key[2] // 1000)
-            sources = ({(self.feedback_topic, p) for p, _, _ in feedback}
-                       | {(self.tickets_topic, p) for p, _, _ in tickets})
-            self.rollups.refresh(touched, sources)
+                self._rollups_due.setdefault(c.source, set()).add(c.key[2] // 1000)
+            self._rollup_sources |= ({(self.feedback_topic, p) for p, _, _ in feedback}
+                                     | {(self.tickets_topic, p) for p, _, _ in tickets})
+            self.refresh_rollups()
+
+    def recheck_rollups(self, sources: Iterable[Source]) -> None:
+        """Check these sources' roll-ups for stale periods at the next :meth:`refresh_rollups` (call when a
+        worker takes them: the previous owner may have died before refreshing). No I/O."""
+        for source in sources:
+            self.rollups.recheck(source)
+            if self.rollups.sizes:
+                self._rollup_sources.add(source)
+
+    def refresh_rollups(self, force: bool = False) -> None:
+        """Recompute the roll-ups of the cells written since the last refresh, if ``rollup_interval_seconds``
+        passed since then (or ``force``). Blocks; raises ClickHouseError and keeps what is due for a retry."""
+        now = time.monotonic()
+        if not (self._rollups_due or self._rollup_sources) or (
+                not force and now - self._rollups_at < self.rollup_interval_seconds):
+            return
+        self.rollups.refresh(self._rollups_due, self._rollup_sources)
+        self._rollups_due, self._rollup_sources, self._rollups_at = {}, set(), now

@@ -39,7 +39,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from satpulse import codec, metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
 from satpulse.settings import Settings
-from sinks.clickhouse import ClickHouse, connect
+from sinks.clickhouse import ClickHouse, ClickHouseError, connect
 from sinks.dead_letter_store import DeadLetterStore
 from sinks.migrations import migrate
 from sinks.window_store import WindowStore
@@ -115,20 +115,43 @@ class Pipeline:
                                 listener=_Rebalance(self))
 
     async def stop(self) -> None:
-        """Leave the group and flush the producer; uncommitted batches are replayed by the next owner."""
+        """Leave the group, flush the producer, bring the roll-ups up to date (one attempt: what a failure leaves
+        stale is recomputed at the next start); uncommitted batches are replayed by the next owner."""
         await self.consumer.stop()
         await self.producer.stop()
+        worker = self._window_worker
+        if worker is not None:
+            try:
+                await self._in_executor(worker.store.refresh_rollups, True)
+            except ClickHouseError as exc:
+                log.warning("roll-ups not refreshed at stop (recomputed at the next start): %s", exc)
         self._executor.shutdown(wait=True)
 
     async def run(self) -> None:
         """Fetch, process and commit batches until cancelled. Raises on a failed produce (the process then
         exits and restarts from the last commit)."""
         while True:
-            batch = await self.consumer.getmany(timeout_ms=int(self.settings.flush_max_age_seconds * 1000),
-                                                max_records=self.settings.flush_max_rows)
+            batch = await self._take_batch()
             if batch:
                 async with self._lock:
                     await self._process(batch)
+
+    async def _take_batch(self) -> dict[TopicPartition, list[Any]]:
+        """Up to ``flush_max_rows`` records: the first that arrive within ``flush_max_age_seconds``, then what
+        follows until the batch is full or that long has passed since the first. A busy worker gets full batches
+        at once; a quiet one writes to ClickHouse at most about once per ``flush_max_age_seconds`` (no "too many
+        parts" from a trickle of tiny inserts)."""
+        limit, wait = self.settings.flush_max_rows, self.settings.flush_max_age_seconds
+        batch: dict[TopicPartition, list[Any]] = await self.consumer.getmany(timeout_ms=int(wait * 1000),
+                                                                              max_records=limit)
+        count = sum(len(records) for records in batch.values())
+        deadline = time.monotonic() + wait
+        while batch and count < limit and (left := deadline - time.monotonic()) > 0:
+            more = await self.consumer.getmany(timeout_ms=int(left * 1000), max_records=limit - count)
+            for tp, records in more.items():
+                batch[tp] = batch.get(tp, []) + records
+                count += len(records)
+        return batch
 
     async def tick_forever(self, interval: float = 1.0) -> None:
         """Every ``interval`` seconds: refresh the lag gauge; with the window stage, advance the watermark and
@@ -237,7 +260,8 @@ class Pipeline:
             ch = retry_clickhouse("connect", connect_and_migrate)
             windower = Windower(s.window_seconds, s.grace_seconds, s.idle_seconds, s.entity_horizon_seconds)
             rules = CaseRules(s.sla_first_response_seconds, s.sla_resolution_seconds, s.max_duration_seconds * 1000)
-            store = WindowStore(ch, topics.FEEDBACK, topics.TICKETS, s.window_seconds, s.rollup_window_seconds)
+            store = WindowStore(ch, topics.FEEDBACK, topics.TICKETS, s.window_seconds, s.rollup_window_seconds,
+                                s.rollup_interval_seconds)
             self._window_worker = WindowWorker(windower, store, s.dimensions, rules,
                                                rolling_interval_seconds=s.rolling_refresh_seconds,
                                                max_entities_per_source=s.entity_cache_per_partition)
@@ -295,6 +319,7 @@ class Pipeline:
         async with self._lock:
             if self._window_worker is not None:
                 self._window_worker.windower.assign(sources, time.time())
+                self._window_worker.store.recheck_rollups(sources)
 
     async def revoke(self, partitions: Iterable[TopicPartition]) -> None:
         """Waits for the batch in flight, then forgets the partitions' window state."""

@@ -259,6 +259,7 @@ class WindowWorker:
             metrics.WINDOW_RATED.labels(dimension, value, window).set(agg.rated)
             if agg.csat_percent is not None:  # undefined CSAT is left out, never exported as 0 or NaN
                 metrics.WINDOW_CSAT.labels(dimension, value, window).set(agg.csat_percent)
+        self._retry("roll-up", self.store.refresh_rollups)
         if now - self._rolling_at >= self.rolling_interval_seconds:
             self._rolling_at = now
             self._set_rolling(self._retry("read", lambda: self.store.rolling_totals(

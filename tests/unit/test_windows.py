@@ -58,6 +58,9 @@ class MemoryStore:
                 out.setdefault(key, WindowAgg()).merge(agg)
         return out
 
+    def refresh_rollups(self) -> None:
+        pass
+
     def rolling_totals(self, now: int, periods: Mapping[str, int], dimensions: Sequence[str]
                        ) -> dict[tuple[str, str, str], tuple[int, int]]:
         out: dict[tuple[str, str, str], tuple[int, int]] = {}
