@@ -2,7 +2,7 @@
 
 Starts the local Kafka broker (``satpulse services``), uses embedded ClickHouse (chDB) in a fresh directory,
 writes sample traffic (with a few malformed lines) to a JSONL file, publishes it with the JSONL adapter, runs
-the Faust worker until every rated event is stored, then prints CSAT per channel from ClickHouse and the
+the worker until every rated event is stored, then prints CSAT per channel from ClickHouse and the
 worker's Prometheus metrics.
 """
 
@@ -33,6 +33,7 @@ def run_demo(events: int) -> int:
         "SATPULSE_WORKER_ID": f"satpulse-demo-{run}",
         "SATPULSE_CLICKHOUSE_URL": f"chdb://{run_dir / 'chdb'}",
         "SATPULSE_IDLE_SECONDS": "2",
+        "SATPULSE_ROLLING_REFRESH_SECONDS": "1",  # so that the rolling CSAT gauges are shown before the demo ends
     }
     now_ms = int(time.time() * 1000)
     path = run_dir / "sample.jsonl"
@@ -67,7 +68,7 @@ def run_demo(events: int) -> int:
         print(f"{row.dimension_value:<10}{agg.rated:>8}{agg.satisfied:>11}{csat:>9}{avg:>11}")
     print("\nworker /metrics (selection):")
     for (name, labels), value in sorted(samples.items()):
-        if name.startswith(("satpulse_feedback_", "satpulse_dead_letters", "satpulse_window_csat")):
+        if name.startswith(("satpulse_rolling_csat", "satpulse_dead_letters", "satpulse_window_csat")):
             label_text = ",".join(f'{k}="{v}"' for k, v in labels)
             print(f"  {name}{{{label_text}}} {value:g}")
     return 0
