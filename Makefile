@@ -33,8 +33,8 @@ services-up: setup ## start local Kafka and ClickHouse (add ARGS=--with-monitori
 services-down: ## stop the local services this checkout started
 	$(PY) -m satpulse.cli services down
 
-bench: setup ## benchmark harness (see bench/README.md)
-	@if [ -f bench/run.py ]; then $(PY) bench/run.py; else echo "bench: not built yet (issue: benchmark harness)"; exit 1; fi
+bench: setup ## benchmark harness; more modes with ARGS="--modes latency,scaling,memory" (bench/README.md)
+	@if [ -f bench/run.py ]; then $(PY) bench/run.py $(ARGS); else echo "bench: not built yet (issue: benchmark harness)"; exit 1; fi
 
 clean: services-down ## stop services and remove local state (.work)
 	rm -rf .work

@@ -3,7 +3,8 @@
 ``make bench`` or ``.venv/bin/python bench/run.py [--events N] [--partitions P]``. Starts Kafka (settings from
 the environment), produces N raw submissions once to the ingest topic of a fresh namespace, then runs each
 contender on that same topic, one after the other, and writes a markdown table to bench/results/latest.md.
-What is measured and how: bench/README.md.
+``--modes latency,scaling,memory`` adds the measurements of bench/latency.py, bench/scaling.py and
+bench/memory.py, each as its own section of the results file. What is measured and how: bench/README.md.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -404,28 +406,46 @@ def quix_python(requested: str | None) -> str | None:
     return None
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--timeout", type=float, default=900.0, help="per contender, seconds")
-    parser.add_argument("--only", default="ours,bare,naive,quix", help="comma-separated contenders")
-    parser.add_argument("--quix-python", default=None, help="interpreter with quixstreams installed")
-    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "latest.md")
-    args = parser.parse_args()
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A temporary directory for logs and chDB, removed afterwards unless ``SATPULSE_BENCH_KEEP_TMP`` is set."""
+    tmp = Path(tempfile.mkdtemp(prefix="satpulse-bench-"))
+    try:
+        yield tmp
+    finally:
+        if os.environ.get("SATPULSE_BENCH_KEEP_TMP"):
+            print(f"logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def update_results(path: Path, title: str | None, body: str) -> None:
+    """Write ``body`` into the results file: ``title=None`` replaces the head (everything before the first
+    ``## `` heading: the throughput table); otherwise the section ``## <title>`` is replaced, or appended."""
+    text = path.read_text() if path.exists() else ""
+    head, _, rest = text.partition("\n## ")
+    if text.startswith("## "):
+        head, rest = "", text[3:]
+    sections = [f"## {chunk}" for chunk in rest.split("\n## ")] if rest else []
+    if title is None:
+        head = body.rstrip("\n")
+    else:
+        section = f"## {title}\n\n{body.rstrip()}"
+        found = [i for i, x in enumerate(sections) if x.splitlines()[0] == f"## {title}"]
+        if found:
+            sections[found[0]] = section
+        else:
+            sections.append(section)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(x.rstrip("\n") for x in [head, *sections] if x) + "\n")
+
+
+def run_throughput(args: argparse.Namespace, command: str) -> int:
+    """The throughput table: N events produced once, each contender one after the other on that topic."""
     only = set(args.only.split(","))
-    command = " ".join([Path(sys.executable).name, *sys.argv])
-
-    settings = get_settings()
-    bootstrap = settings.kafka_bootstrap
-    print(f"starting Kafka ({bootstrap}) ...", flush=True)
-    services.ensure_up(["kafka"])
-
-    from adapters.publisher import ensure_topics
-
-    ns = f"bench{uuid.uuid4().hex[:8]}"
+    bootstrap = get_settings().kafka_bootstrap
+    ns = fresh_namespace(args.partitions)
     t = topics.for_namespace(ns)
-    ensure_topics(settings.model_copy(update={"topic_namespace": ns, "topic_partitions": args.partitions}), t.all())
     n = args.events
     started = time.monotonic()
     messages = generate(n)
@@ -435,10 +455,9 @@ def main() -> int:
     print(f"namespace {ns}: generated {n:,} events in {gen_s:.1f}s, produced to {t.ingest} "
           f"({args.partitions} partitions) in {prod_s:.1f}s", flush=True)
 
-    tmp = Path(tempfile.mkdtemp(prefix="satpulse-bench-"))
     results: list[Result] = []
     skipped: list[str] = []
-    try:
+    with scratch_dir() as tmp:
         if "ours" in only:
             print("running ours ...", flush=True)
             results.append(run_ours(args, ns, bootstrap, n, tmp))
@@ -463,11 +482,6 @@ def main() -> int:
                     args, "quix streams (decode, validate, group_by channel, 1-min tumbling reduce)",
                     [python, "-W", "ignore", str(BENCH_DIR / "quix_app.py")], ns, bootstrap, n, tmp, group,
                     lambda all_topics: [x for x in all_topics if x.startswith("repartition") and group in x]))
-    finally:
-        if os.environ.get("SATPULSE_BENCH_KEEP_TMP"):
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     report = "\n".join([
         f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M:%S %Z')})", "",
@@ -479,10 +493,75 @@ def main() -> int:
         "Kafka shares the CPUs with them, so expect noise of +/-10-20 % between runs", "",
         table(results, skipped), ""])
     print(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report)
+    update_results(args.output, None, report)
     print(f"written to {args.output}")
     return 0 if all(r.rate is not None for r in results) else 1
+
+
+def int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def float_list(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", default="throughput",
+                        help="comma-separated: throughput (default), latency, scaling, memory (bench/README.md)")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=900.0, help="per contender / run, seconds")
+    parser.add_argument("--only", default="ours,bare,naive,quix", help="comma-separated contenders")
+    parser.add_argument("--quix-python", default=None, help="interpreter with quixstreams installed")
+    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "latest.md")
+    lat = parser.add_argument_group("latency mode")
+    lat.add_argument("--latency-rate", type=int_list, default=[10_000], help="offered events/s, comma-separated")
+    lat.add_argument("--latency-seconds", type=float, default=60.0, help="offered-load duration per run")
+    lat.add_argument("--latency-warmup", type=float, default=10.0, help="first seconds of events left out")
+    lat.add_argument("--latency-drain", type=float, default=60.0,
+                     help="max seconds after the load stops to wait for the last windows")
+    lat.add_argument("--latency-publish-intervals", type=float_list, default=[1.0, 0.25],
+                     help="SATPULSE_PUBLISH_INTERVAL_SECONDS values, comma-separated")
+    sca = parser.add_argument_group("scaling mode")
+    sca.add_argument("--scaling-events", type=int, default=100_000)
+    sca.add_argument("--scaling-partitions", type=int_list, default=[1, 2, 4])
+    sca.add_argument("--scaling-workers", type=int_list, default=[1, 2])
+    mem = parser.add_argument_group("memory mode")
+    mem.add_argument("--memory-cases", type=int_list, default=[250_000, 500_000, 1_000_000],
+                     help="open-case checkpoints; the largest is the number of cases generated")
+    mem.add_argument("--memory-mix", type=int_list, default=[100_000, 200_000, 400_000],
+                     help="normal-mix checkpoints; the largest is the number of events generated ('' = skip)")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    modes = args.modes.split(",")
+    unknown = set(modes) - {"throughput", "latency", "scaling", "memory"}
+    if unknown:
+        raise SystemExit(f"unknown mode(s): {', '.join(sorted(unknown))}")
+    needed = ["kafka", "clickhouse"] if "scaling" in modes else ["kafka"]
+    print(f"starting {' and '.join(needed)} ({get_settings().kafka_bootstrap}) ...", flush=True)
+    services.ensure_up(needed)
+    status = 0
+    if "throughput" in modes:
+        status |= run_throughput(args, command)
+    if "latency" in modes:
+        import latency
+
+        status |= latency.main(args, command)
+    if "scaling" in modes:
+        import scaling
+
+        status |= scaling.main(args, command)
+    if "memory" in modes:
+        import memory
+
+        status |= memory.main(args, command)
+    return status
 
 
 if __name__ == "__main__":

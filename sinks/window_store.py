@@ -50,6 +50,8 @@ FEEDBACK_COLUMNS = ("rating_id", "rating_version", "event_id", "source", "channe
 TICKET_COLUMNS = ("ticket_id", "event_id", "status", "source", "channel", "event_time", "event_time_ms",
                   "ingest_time_ms", "priority", "agent", "team", "category", "product", "customer_id",
                   "source_partition", "source_offset")
+# bytes of ids per IN list (quoted and escaped they grow a little; ClickHouse's max_query_size is 256 KiB)
+_MAX_IDS_BYTES = 100_000
 # (partition, offset, clean record)
 StoredEvent = tuple[int, int, Mapping[str, Any]]
 
@@ -199,16 +201,30 @@ class WindowStore:
                     found[(row[0], row[1], name)] = (rated, satisfied)
         return found
 
+    def _query_by_ids(self, sql: str, ids: Sequence[str], params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """``sql`` with ``%(ids)s`` run once per slice of ``ids`` small enough for ClickHouse's max_query_size
+        (256 KiB: a batch of 20,000 ids in one IN list is refused, and the refusal would be retried forever)."""
+        rows: list[tuple[Any, ...]] = []
+        chunk: list[str] = []
+        size = 0
+        for i, entity_id in enumerate(ids):
+            chunk.append(entity_id)
+            size += len(entity_id.encode()) + 4
+            if size > _MAX_IDS_BYTES or i == len(ids) - 1:
+                rows += self.ch.query(sql, {**params, "ids": tuple(chunk)})
+                chunk, size = [], 0
+        return rows
+
     def load_ratings(self, source: Source, ids: Iterable[str], max_offset: int) -> dict[str, RatingState]:
         """Latest version of each rating among the source's events up to ``max_offset``."""
         wanted = tuple(set(ids))
         if not wanted or max_offset < 0:
             return {}
-        rows = self.ch.query(
+        rows = self._query_by_ids(
             "SELECT rating_id, rating_version, event_id, event_time_ms, "
             f"{', '.join(DIMENSION_FIELDS)}, satisfied, score FROM {self.db}.feedback_events "
             "WHERE rating_id IN %(ids)s AND source_partition = %(p)s AND source_offset <= %(o)s",
-            {"ids": wanted, "p": source[1], "o": max_offset})
+            wanted, {"p": source[1], "o": max_offset})
         found: dict[str, RatingState] = {}
         for r in rows:
             dims = tuple(zip(DIMENSION_FIELDS, r[4:10], strict=True))
@@ -222,11 +238,11 @@ class WindowStore:
         wanted = tuple(set(ids))
         if not wanted or max_offset < 0:
             return {}
-        rows = self.ch.query(
+        rows = self._query_by_ids(
             f"SELECT ticket_id, event_id, status, event_time_ms, priority, {', '.join(DIMENSION_FIELDS)} "
             f"FROM {self.db}.ticket_events "
             "WHERE ticket_id IN %(ids)s AND source_partition = %(p)s AND source_offset <= %(o)s",
-            {"ids": wanted, "p": source[1], "o": max_offset})
+            wanted, {"p": source[1], "o": max_offset})
         found: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
             record = {"ticket_id": r[0], "event_id": r[1], "status": r[2], "event_time": int(r[3]),

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStateError
 from aiokafka.partitioner import DefaultPartitioner
 
 from satpulse import codec, metrics, topics
@@ -105,7 +105,8 @@ class Pipeline:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap, group_id=s.worker_id, client_id=s.worker_id,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.flush_max_rows,
-            fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024)
+            fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=100)  # the broker answers a fetch after at most 100 ms (default 500: latency)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap, client_id=s.worker_id, acks="all", enable_idempotence=True,
             linger_ms=5, max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)
@@ -131,7 +132,10 @@ class Pipeline:
         """Fetch, process and commit batches until cancelled. Raises on a failed produce (the process then
         exits and restarts from the last commit)."""
         while True:
-            batch = await self._take_batch()
+            try:
+                batch = await self._take_batch()
+            except ConsumerStoppedError:  # stop() was called while waiting for input
+                return
             if batch:
                 async with self._lock:
                     await self._process(batch)

@@ -206,3 +206,16 @@ def test_rekey_migration_keeps_every_cell(services: Any, tmp_path: Path, monkeyp
         engine.close()
         assert before and after == before, engine_name
         assert "ORDER BY (window_seconds, dimension, window_start" in ddl, ddl
+
+
+def test_entity_lookups_of_a_whole_batch_fit_the_query_size_limit(ch: ClickHouse) -> None:
+    """A worker taking over a partition looks up every id of a 20,000-event batch: far more than one IN list
+    within ClickHouse's 256 KiB max_query_size (refused, and the refusal would be retried forever)."""
+    feedback, tickets = make_events(random.Random(3))
+    store = WindowStore(ch, "fb", "tk", 60)
+    store.write([], [(0, i, r) for i, r in enumerate(feedback)], [(0, i, r) for i, r in enumerate(tickets)])
+    padding = [f"missing-rating-{i:06d}-{'x' * 20}" for i in range(20_000)]
+    ratings = store.load_ratings(("fb", 0), [*padding, *(r["rating_id"] for r in feedback)], len(feedback))
+    cases = store.load_ticket_events(("tk", 0), [*padding, *(t["ticket_id"] for t in tickets)], len(tickets))
+    assert set(ratings) == {r["rating_id"] for r in feedback}
+    assert sum(map(len, cases.values())) == len(tickets)
