@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     # stored roll-ups of the window cells (sinks/rollups.py), each a multiple of the previous one and of
     # window_seconds, refreshed with every write; empty: off (reports then sum cells at query time)
     rollup_window_seconds: list[int] = Field(default_factory=lambda: [3600, 86400])
-    rollup_interval_seconds: float = 5.0  # roll-ups of written cells are refreshed at most this often
+    # 0: roll-ups are current whenever a batch is committed; more trades their freshness for fewer INSERT..SELECTs
+    rollup_interval_seconds: float = 0.0
 
     # retention in days per kind of row (sinks/retention.py, `satpulse retention`); 0 = keep forever
     retention_events_days: int = 0  # feedback_events, ticket_events (by event time)

@@ -118,8 +118,9 @@ class Pipeline:
     async def stop(self) -> None:
         """Leave the group, flush the producer, bring the roll-ups up to date (one attempt: what a failure leaves
         stale is recomputed at the next start); uncommitted batches are replayed by the next owner."""
-        await self.consumer.stop()
-        await self.producer.stop()
+        for client in (getattr(self, "consumer", None), getattr(self, "producer", None)):  # None: stopped while
+            if client is not None:                                                       # still starting
+                await client.stop()
         worker = self._window_worker
         if worker is not None:
             try:
