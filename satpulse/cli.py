@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -33,7 +34,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         os.environ["SATPULSE_WORKER_STAGES"] = json.dumps(args.stages.split(","))
     from adapters.publisher import ensure_topics
     from satpulse.settings import get_settings
-    from streams.app import app
+    from streams.app import run_worker
 
     delay = 1.0
     while True:  # subscribe to existing partitions, not to ones auto-created mid-rebalance; wait for Kafka
@@ -45,9 +46,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
 
-    sys.argv = [sys.argv[0], "--loop", "uvloop", "worker", "--loglevel", args.loglevel]
-    app.main()
+    logging.basicConfig(level=_LOG_LEVELS.get(args.loglevel, args.loglevel.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker(get_settings())
     return 0
+
+
+_LOG_LEVELS = {"crit": "CRITICAL", "warn": "WARNING"}  # short names accepted by --loglevel
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Run the Faust worker as a child process (demo and end-to-end tests) and read its /metrics."""
+"""Run ``satpulse worker`` as a child process (demo and end-to-end tests) and read its /metrics."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Stream processing: pure cleaning/normalising/windowing functions and the thin Faust agents around them."""
+"""Stream processing: pure cleaning/normalising/windowing functions and the thin batch pipeline around them."""

@@ -1,62 +1,87 @@
-"""The worker process: a Faust app as the shell (``satpulse worker``, logging, signals, the web server with
-``GET /metrics``) around :class:`streams.pipeline.Pipeline`, which consumes, cleans, windows and stores in
-batches and publishes window results every second (see its docstring for the contracts and for why the hot
-path is not a Faust agent).
+"""The worker process (``satpulse worker``): :class:`streams.pipeline.Pipeline` on uvloop, ``GET /metrics`` (and
+``/health``) on the worker's web port, and a clean stop on SIGTERM/SIGINT: the batch in flight is finished and
+committed, the roll-ups refreshed, the consumer group left.
+
+Not a Faust app (see streams/pipeline.py for why the hot path is not a Faust agent): an app without agents
+still joined a consumer group of its own, and after a kill -9 its restart waited for the dead member's Faust
+session to expire before it started the pipeline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from typing import Any
+import logging
+import signal
 
-import faust
-import mode
+import uvloop
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from satpulse import metrics
-from satpulse.settings import get_settings
+from satpulse.settings import Settings
 from streams.pipeline import Pipeline
 
-settings = get_settings()
-# Window state is a large heap of small long-lived objects; with the default thresholds the collector walks it
-# again and again (half of the window stage's CPU in profiles). Reference counting still frees everything
-# acyclic at once; this only makes the cycle collector run less often.
-gc.set_threshold(100_000, 50, 1000)
-(settings.work_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust's datadir (it makes one level only)
-
-# The shell subscribes to nothing, so its own consumer never joins a group; the pipeline's consumer group is
-# the worker id. The app id differs from it so that the two can never meet in one group.
-app = faust.App(
-    f"{settings.worker_id}-shell",
-    broker=f"kafka://{settings.kafka_bootstrap}",
-    web_host="127.0.0.1" if settings.kafka_bootstrap.startswith("127.") else "0.0.0.0",
-    web_port=settings.worker_web_port,
-    web_enabled=True,
-    store="memory://",
-    datadir=str(settings.work_dir / "faust" / settings.worker_id),
-)
-pipeline = Pipeline(settings)
+log = logging.getLogger(__name__)
+STOP_TIMEOUT_SECONDS = 30.0  # how long a stop waits for the batch in flight before cancelling it
 
 
-@app.service
-class PipelineService(mode.Service):
-    """Starts the pipeline with the worker and stops it (leaving the consumer group) on shutdown."""
+def run_worker(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT (returns) or until a stage fails (raises; the batch in flight is replayed by the
+    next start). Blocks."""
+    # Window state is a large heap of small long-lived objects; with the default thresholds the collector walks
+    # it again and again (half of the window stage's CPU in profiles). Reference counting still frees everything
+    # acyclic at once; this only makes the cycle collector run less often.
+    gc.set_threshold(100_000, 50, 1000)
+    uvloop.run(_serve(settings))
 
-    async def on_start(self) -> None:
+
+async def _serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    web_runner = await _start_web(settings)
+    pipeline = Pipeline(settings)
+    tasks: list[asyncio.Task[None]] = []
+    try:
         await pipeline.start()
-
-    async def on_stop(self) -> None:
+        consume = asyncio.create_task(pipeline.run())
+        tasks = [consume, asyncio.create_task(pipeline.tick_forever(settings.publish_interval_seconds))]
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({*tasks, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        pipeline.request_stop()
+        tasks[1].cancel()
+        try:  # finish (and commit) the batch in flight; a failed stage raises here
+            await asyncio.wait_for(consume, STOP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("the batch in flight did not finish in %.0f s; it is replayed at the next start",
+                        STOP_TIMEOUT_SECONDS)
+        if not tasks[1].cancelled() and tasks[1].done():
+            tasks[1].result()  # the timer failed: raise it
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await pipeline.stop()
-
-    @mode.Service.task
-    async def _consume(self) -> None:
-        await pipeline.run()
-
-    @mode.Service.task
-    async def _advance_watermark(self) -> None:
-        await pipeline.tick_forever(settings.publish_interval_seconds)
+        await web_runner.cleanup()
 
 
-@app.page("/metrics")
-async def prometheus_metrics(web: Any, request: Any) -> Any:
-    return web.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+async def _start_web(settings: Settings) -> web.AppRunner:
+    """Serve /metrics (Prometheus exposition) and /health on the worker's web port."""
+
+    async def prometheus_metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/metrics", prometheus_metrics)
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host = "127.0.0.1" if settings.kafka_bootstrap.startswith("127.") else "0.0.0.0"
+    await web.TCPSite(runner, host, settings.worker_web_port).start()
+    return runner

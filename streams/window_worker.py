@@ -1,4 +1,4 @@
-"""The window stage between the Faust agents and the store: load state, fold entities, persist, finalise.
+"""The window stage between the pipeline and the store: load state, fold entities, persist, finalise.
 
 Blocking (ClickHouse I/O): the agents run every call on one dedicated thread, one call at a time.
 """
