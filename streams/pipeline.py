@@ -107,14 +107,20 @@ class Pipeline:
             bootstrap_servers=s.kafka_bootstrap, group_id=s.worker_id, client_id=s.worker_id,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.flush_max_rows,
             fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=100)  # the broker answers a fetch after at most 100 ms (default 500: latency)
+            fetch_max_wait_ms=100,  # the broker answers a fetch after at most 100 ms (default 500: latency)
+            metadata_max_age_ms=30_000)  # partitions added to a topic are picked up within 30 s
         self.producer = AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap, client_id=s.worker_id, acks="all", enable_idempotence=True,
             linger_ms=5, max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)
         await self.producer.start()
         await self.consumer.start()
-        self.consumer.subscribe([t for stage in sorted(self.stages) for t in STAGE_TOPICS[stage]],
-                                listener=_Rebalance(self))
+        wanted = [t for stage in sorted(self.stages) for t in STAGE_TOPICS[stage]]
+        # subscribe only once the broker's metadata lists every topic: a group joined before that is assigned
+        # nothing until the next metadata refresh (minutes) notices them (seen on a freshly started broker)
+        while not set(wanted) <= await self.consumer.topics():
+            log.info("waiting for topics %s in the broker's metadata", wanted)
+            await asyncio.sleep(0.5)
+        self.consumer.subscribe(wanted, listener=_Rebalance(self))
 
     async def stop(self) -> None:
         """Leave the group, flush the producer, bring the roll-ups up to date (one attempt: what a failure leaves
