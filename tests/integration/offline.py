@@ -1,5 +1,6 @@
-"""Pieces of the offline answers shared by the integration tests, written independently of streams/:
-which native values of satpulse.sample's scales are satisfied, and its channel spellings."""
+"""Pieces shared by the integration tests: the offline answers, written independently of streams/ (which
+native values of satpulse.sample's scales are satisfied, and its channel spellings), and small helpers for the
+real broker and ClickHouse."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
 
 from satpulse.settings import get_settings
 
@@ -35,3 +38,26 @@ def clickhouse_url(engine: str, tmp_path: Path, prefix: str = "t") -> str:
         return f"chdb://{tmp_path / 'chdb'}"
     port = get_settings().clickhouse_native_port
     return f"clickhouse://default:@127.0.0.1:{port}/{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def read_topic(topic: str) -> list[tuple[bytes | None, bytes]]:
+    """(key, value) of every message on ``topic`` up to its end offsets now, no waiting: call it after the
+    producers flushed (acks=all)."""
+    consumer = KafkaConsumer(bootstrap_servers=get_settings().kafka_bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        messages: list[tuple[bytes | None, bytes]] = []
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for records in consumer.poll(timeout_ms=1_000).values():
+                messages.extend((r.key, r.value) for r in records)
+        return messages
+    finally:
+        consumer.close()
+
+
+def topic_values(topic: str) -> list[bytes]:
+    """The values of :func:`read_topic`."""
+    return [value for _, value in read_topic(topic)]

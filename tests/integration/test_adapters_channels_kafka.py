@@ -12,22 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 
 from satpulse import codec, topics
-from satpulse.settings import get_settings
+from tests.integration.offline import topic_values
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "channels"
-
-
-def consume(topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=get_settings().kafka_bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=4_000, enable_auto_commit=False)
-    try:
-        return [m.value for m in consumer]
-    finally:
-        consumer.close()
 
 
 def test_channel_files_to_kafka(services: None) -> None:
@@ -40,9 +30,9 @@ def test_channel_files_to_kafka(services: None) -> None:
         subprocess.run([sys.executable, "-m", "satpulse.cli", "channel", kind, *[str(FIXTURES / f) for f in files]],
                        env=env, check=True, capture_output=True, text=True, timeout=120)
     names = topics.for_namespace(namespace)
-    published = [json.loads(v) for v in consume(names.ingest)]
+    published = [json.loads(v) for v in topic_values(names.ingest)]
     assert Counter(p["source"].split(":")[0] for p in published) == {"ivr": 13, "email": 2, "chat": 6, "social": 3}
     email = next(p for p in published if p["event_id"] == "email:reply-2@mail.example.org")
     assert email["comment"].endswith("Call me on [phone].") and len(email["customer_id"]) == 64  # redacted, keyed
-    letters = [codec.decode(v, codec.DEAD_LETTER)[1] for v in consume(names.dead_letter)]
+    letters = [codec.decode(v, codec.DEAD_LETTER)[1] for v in topic_values(names.dead_letter)]
     assert len(letters) == 4 and {d["stage"] for d in letters} == {"channel-ivr", "channel-chat", "channel-social"}

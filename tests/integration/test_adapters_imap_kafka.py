@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from adapters.imap import Checkpoint, Checkpoints, ImapConfig, ImapError, connect, poll_once
@@ -23,6 +22,7 @@ from adapters.publisher import Publisher, ensure_topics
 from satpulse import codec, topics
 from satpulse.settings import Settings, get_settings
 from tests.integration.dovecot import ImapServer, dovecot
+from tests.integration.offline import topic_values
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "channels"
@@ -63,23 +63,6 @@ def flags(server: ImapServer) -> dict[int, str]:
     return out
 
 
-def consume(topic: str) -> list[bytes]:
-    """Everything on the topic up to its end offsets (the publishers flushed with acks=all before), no waiting."""
-    consumer = KafkaConsumer(bootstrap_servers=get_settings().kafka_bootstrap, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        values: list[bytes] = []
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for records in consumer.poll(timeout_ms=1_000).values():
-                values.extend(r.value for r in records)
-        return values
-    finally:
-        consumer.close()
-
-
 def test_imap_mailbox_to_kafka(services: None, imap_server: ImapServer, tmp_path: Path) -> None:
     namespace = f"it-imap-{uuid.uuid4().hex[:8]}"
     names = topics.for_namespace(namespace)
@@ -94,10 +77,10 @@ def test_imap_mailbox_to_kafka(services: None, imap_server: ImapServer, tmp_path
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "messages 2, events 1, rejected 1" in done.stderr
-    [reply] = [json.loads(v) for v in consume(names.ingest)]
+    [reply] = [json.loads(v) for v in topic_values(names.ingest)]
     assert (reply["event_id"], reply["rating_value"], reply["ticket_id"]) == (
         "email:reply-1@mail.example.com", "4", "48213")
-    [letter] = [codec.decode(v, codec.DEAD_LETTER)[1] for v in consume(names.dead_letter)]
+    [letter] = [codec.decode(v, codec.DEAD_LETTER)[1] for v in topic_values(names.dead_letter)]
     assert letter["stage"] == "channel-imap" and letter["payload"] == BROKEN
     assert letter["origin_ref"].startswith(f"imap://{imap_server.user}@127.0.0.1:{imap_server.port}/INBOX;")
     assert letter["origin_ref"].endswith("/;UID=2")
@@ -128,7 +111,7 @@ def test_imap_mailbox_to_kafka(services: None, imap_server: ImapServer, tmp_path
     assert poll(imap_processed_keyword="") == {"records": 1, "events": 1}
     assert KEYWORD not in flags(imap_server)[4]
     assert poll(imap_processed_keyword="") == {}  # a restart with nothing new publishes nothing
-    ids = sorted(json.loads(v)["event_id"] for v in consume(names.ingest))
+    ids = sorted(json.loads(v)["event_id"] for v in topic_values(names.ingest))
     assert ids == ["email:reply-1@mail.example.com", "email:reply-2@mail.example.org",
                    "email:reply-4@mail.example.net"]
 
@@ -136,7 +119,7 @@ def test_imap_mailbox_to_kafka(services: None, imap_server: ImapServer, tmp_path
     Checkpoints(state_file).set(key, Checkpoint(validity + 1, 99))
     assert poll(imap_processed_keyword="") == {"records": 4, "events": 3, "rejected": 1}
     assert Checkpoints(state_file).get(key) == Checkpoint(validity, 4)
-    assert len(consume(names.ingest)) == 6  # at-least-once: downstream deduplicates the same event ids
+    assert len(topic_values(names.ingest)) == 6  # at-least-once: downstream deduplicates the same event ids
 
 
 def test_imap_login_refused(imap_server: ImapServer, tmp_path: Path) -> None:

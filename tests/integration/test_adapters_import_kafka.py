@@ -12,10 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 
 from satpulse import codec, topics
-from satpulse.settings import get_settings
+from tests.integration.offline import topic_values
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,15 +26,6 @@ CASES = [
      {"ticket:created": 5000, "ticket:first_response": 4054, "ticket:resolved": 3646, "ticket:closed": 946,
       "feedback:rating": 4054}, {}),
 ]
-
-
-def consume(topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=get_settings().kafka_bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5_000, enable_auto_commit=False)
-    try:
-        return [m.value for m in consumer]
-    finally:
-        consumer.close()
 
 
 @pytest.mark.parametrize(("data", "mapping", "kinds", "rejected"), CASES, ids=["kaggle", "pwc"])
@@ -52,9 +42,9 @@ def test_import_to_kafka(services: None, data: str, mapping: str, kinds: dict[st
     assert f"events published {sum(kinds.values())}" in done.stdout
     assert "import [" in done.stderr  # the progress bar
     names = topics.for_namespace(namespace)
-    published = [json.loads(v) for v in consume(names.ingest)]
+    published = [json.loads(v) for v in topic_values(names.ingest)]
     assert Counter(f"{p['kind']}:{p.get('status', 'rating')}" for p in published) == Counter(kinds)
     assert len({p["event_id"] for p in published}) == len(published)
-    letters = [codec.decode(v, codec.DEAD_LETTER)[1] for v in consume(names.dead_letter)]
+    letters = [codec.decode(v, codec.DEAD_LETTER)[1] for v in topic_values(names.dead_letter)]
     assert Counter(d["reason"] for d in letters) == Counter(rejected)
     assert all(d["stage"] == "import" and d["origin_ref"].startswith(f"{path}:") for d in letters)

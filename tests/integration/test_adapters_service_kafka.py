@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from kafka import KafkaConsumer
 from pydantic import SecretStr
 
 from adapters import signatures as sig
@@ -23,6 +22,7 @@ from adapters.publisher import ensure_topics
 from adapters.service import KafkaAsyncPublisher, config_from_settings, create_app
 from satpulse import topics
 from satpulse.settings import get_settings
+from tests.integration.offline import read_topic
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "webhooks"
@@ -55,12 +55,7 @@ def signed(vendor: str, body: bytes, event: str | None, secret: str | None = Non
 
 
 def consume(topic: str) -> list[tuple[bytes | None, dict[str, Any]]]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=get_settings().kafka_bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=4_000, enable_auto_commit=False)
-    try:
-        return [(m.key, json.loads(m.value)) for m in consumer]
-    finally:
-        consumer.close()
+    return [(key, json.loads(value)) for key, value in read_topic(topic)]
 
 
 async def exchange(topic: str, requests: list[tuple[str, bytes, dict[str, str]]]) -> list[int]:

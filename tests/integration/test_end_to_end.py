@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
 
 from satpulse import codec, topics
 from satpulse.sample import sample_submissions, write_jsonl
@@ -21,7 +20,7 @@ from satpulse.settings import get_settings
 from satpulse.worker_process import WorkerProcess, metric_sum
 from sinks.clickhouse import connect
 from sinks.queries import windows
-from tests.integration.offline import CHANNEL, SATISFIED, free_port
+from tests.integration.offline import CHANNEL, SATISFIED, free_port, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -152,11 +151,8 @@ def test_jsonl_to_clickhouse_and_metrics(setup: tuple[str, list[list[str] | None
     assert metric_sum(samples, "satpulse_feedback_score_count") == int(scored) > 0
 
     # the dead-letter topic holds every refused input with its reason and origin
-    consumer = KafkaConsumer(topics.for_namespace(namespace).dead_letter,
-                             bootstrap_servers=get_settings().kafka_bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5_000)
-    letters = [codec.decode(m.value, codec.DEAD_LETTER)[1] for m in consumer]
-    consumer.close()
+    letters = [codec.decode(value, codec.DEAD_LETTER)[1]
+               for _, value in read_topic(topics.for_namespace(namespace).dead_letter)]
     assert Counter(d["reason"] for d in letters) == Counter(
         ["unparseable_payload"] * len(MALFORMED) + [reason for _, reason in INVALID])
     for d in letters:
