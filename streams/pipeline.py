@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.partitioner import DefaultPartitioner
 
 from satpulse import codec, metrics, topics
@@ -141,13 +141,10 @@ class Pipeline:
         self._stopping = True
 
     async def run(self) -> None:
-        """Fetch, process and commit batches until cancelled. Raises on a failed produce (the process then
-        exits and restarts from the last commit)."""
+        """Fetch, process and commit batches until :meth:`request_stop`. Raises on a failed produce (the process
+        then exits and restarts from the last commit)."""
         while not self._stopping:
-            try:
-                batch = await self._take_batch()
-            except ConsumerStoppedError:  # stop() was called while waiting for input
-                return
+            batch = await self._take_batch()
             if batch:
                 async with self._lock:
                     await self._process(batch)
