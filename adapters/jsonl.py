@@ -15,6 +15,7 @@ from pathlib import Path
 from adapters.publisher import Publisher
 from satpulse import metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
+from streams.clean import entity_key
 
 STAGE = "jsonl"
 
@@ -27,9 +28,10 @@ class ImportSummary:
 
 
 def key_of(obj: dict[str, object]) -> bytes | None:
-    """Partition key: ticket id where there is one (a case's events stay in order), else the event id."""
-    key = obj.get("ticket_id") or obj.get("event_id")
-    return None if key is None else str(key).encode()
+    """Partition key: the key of the clean event it becomes (:func:`streams.clean.entity_key`: a case's events
+    stay in order in one partition, and so do a rating's versions)."""
+    key = entity_key(obj)
+    return None if key is None else key.encode()
 
 
 def publish_jsonl(path: Path, publisher: Publisher) -> ImportSummary:

@@ -35,6 +35,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
+from adapters.jsonl import key_of  # noqa: E402
 from satpulse import codec, topics  # noqa: E402
 from satpulse.sample import sample_submissions, sample_ticket_events  # noqa: E402
 
@@ -60,10 +61,10 @@ def event_stream(cases: int, seed: int = 11) -> Iterator[tuple[str, bytes, dict[
     for i in itertools.count():
         if i % 5 == 4:
             ticket = next(tickets)
-            yield "ticket", ticket["ticket_id"].encode(), ticket
+            yield "ticket", key_of(ticket) or b"", ticket
         else:
             event = {**shapes[i % len(shapes)], "event_id": f"lat-{seed}-{i}"}
-            yield "feedback", event["event_id"].encode(), event
+            yield "feedback", key_of(event) or b"", event
 
 
 async def produce_steady(bootstrap: str, topic: str, rate: int, seconds: float, window_ms: int) -> dict[str, Any]:

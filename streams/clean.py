@@ -148,6 +148,15 @@ def _common(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: int) -> di
     }
 
 
+def entity_key(raw: Mapping[str, Any]) -> str | None:
+    """The key :func:`clean` gives the submission's clean event (rating id, else event id, for feedback; ticket
+    id for ticket events), None when it has none. Producers key the ingest topic with it, so that a worker's
+    ingest partition already holds every event of the ratings and cases it counts (streams/pipeline.py)."""
+    if raw.get("kind", "feedback") == "ticket":
+        return _text(raw, "ticket_id")
+    return _text(raw, "rating_id") or _text(raw, "event_id")
+
+
 def clean(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: int) -> Cleaned:
     """Validate and normalise one raw submission. Raises Rejected with the first problem found."""
     kind = raw.get("kind", "feedback")

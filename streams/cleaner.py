@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from satpulse import codec, topics
 from satpulse.deadletter import Origin, encode_dead_letter
@@ -13,13 +14,15 @@ STAGE = "cleaner"
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """A message to publish; ``reason`` is set for dead letters, ``kind`` for clean events."""
+    """A message to publish; ``reason`` is set for dead letters, ``kind`` and ``record`` (the clean record that
+    ``value`` encodes) for clean events."""
 
     topic: str
     key: bytes
     value: bytes
     kind: str | None = None
     reason: str | None = None
+    record: dict[str, Any] | None = None
 
 
 def route(payload: bytes, origin: Origin, now_ms: int, future_tolerance_ms: int) -> Routed:
@@ -35,5 +38,5 @@ def route(payload: bytes, origin: Origin, now_ms: int, future_tolerance_ms: int)
                                         now_ms)
         return Routed(topics.DEAD_LETTER, key, value, reason="unparseable_payload")
     if cleaned.schema == codec.FEEDBACK_EVENT:
-        return Routed(topics.FEEDBACK, cleaned.key.encode(), value, kind="feedback")
-    return Routed(topics.TICKETS, cleaned.key.encode(), value, kind="ticket")
+        return Routed(topics.FEEDBACK, cleaned.key.encode(), value, kind="feedback", record=cleaned.record)
+    return Routed(topics.TICKETS, cleaned.key.encode(), value, kind="ticket", record=cleaned.record)

@@ -11,6 +11,17 @@ around pure functions, and commits a batch's offsets only after its writes were 
 - every ``publish_interval_seconds``: advance the watermark, publish window results (current and final) to the
   metrics topic.
 
+A worker that runs both the clean and the window stage counts the events it cleaned without reading them back
+from Kafka ("combined": no second batch wait, no Avro decode). It subscribes to the ingest topic only; a clean
+event is published to the partition of the ingest record it came from, at the offset the broker acknowledged,
+and counted under that position exactly as if it had been consumed. That needs co-partitioned topics: ingest,
+feedback and tickets with the same partition count (checked at start; otherwise the worker reads the clean
+topics back), and an ingest record keyed by the key of its clean event (:func:`streams.clean.entity_key`, as
+every adapter does), so that one ingest partition holds every event of the ratings and cases counted under
+it. An ingest record keyed otherwise is re-published to the ingest topic under its clean event's key and
+counted when it comes back in the right partition (satpulse_events_out_total{stage="cleaner",kind="rekeyed"}).
+Workers split by stage (``--stages clean`` / ``--stages window,dead_letters``) read the clean topics back.
+
 Why batches on aiokafka and not Faust agents: Faust's per-message stream path (conductor, channel queue,
 event, ack) measured 16k messages/s with an empty agent body on this machine (19k with uvloop), against 275k/s
 for an aiokafka ``getmany`` loop, and every event passes two stages. The process around it (uvloop, /metrics,
@@ -19,8 +30,9 @@ signals) is streams/app.py.
 Every blocking ClickHouse call runs on one executor thread, one at a time (clickhouse-driver's Client is not
 thread-safe); window state is only touched while holding ``self._lock``, so a rebalance waits for the batch in
 flight before its partitions' state is dropped. A crash at any point replays from the last commit: the window
-stage skips offsets already in the store and the dead-letter table replaces rows by origin, so nothing counts
-twice.
+stage skips offsets already in the store, a clean event cleaned and published again (new offset) leaves its
+rating or case unchanged (both folds ignore a repeated event id), and the dead-letter table replaces rows by
+origin, so nothing counts twice.
 """
 
 from __future__ import annotations
@@ -43,10 +55,10 @@ from sinks.clickhouse import ClickHouse, ClickHouseError, connect
 from sinks.dead_letter_store import DeadLetterStore
 from sinks.migrations import migrate
 from sinks.window_store import WindowStore
-from streams.cleaner import route
+from streams.cleaner import Routed, route
 from streams.entities import CaseRules
 from streams.window_worker import Item, WindowResult, WindowWorker, retry_clickhouse
-from streams.windows import Windower
+from streams.windows import Source, Windower
 
 log = logging.getLogger(__name__)
 Message = tuple[str, bytes, bytes]  # (topic, key, value)
@@ -86,6 +98,7 @@ class Pipeline:
         self.stages = set(settings.worker_stages)
         if not self.stages or self.stages - STAGE_TOPICS.keys():
             raise ValueError(f"worker_stages must be a non-empty subset of {sorted(STAGE_TOPICS)}")
+        self.combined = {"clean", "window"} <= self.stages  # confirmed by start() (co-partitioned topics)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._lock = asyncio.Lock()
         self._window_worker: WindowWorker | None = None
@@ -120,6 +133,13 @@ class Pipeline:
         while not set(wanted) <= await self.consumer.topics():
             log.info("waiting for topics %s in the broker's metadata", wanted)
             await asyncio.sleep(0.5)
+        if self.combined:
+            counts = {t: len(self.consumer.partitions_for_topic(t) or ()) for t in (topics.INGEST, *self.clean_kinds)}
+            if len(set(counts.values())) > 1:
+                log.warning("partition counts differ %s: clean events are read back from Kafka", counts)
+                self.combined = False
+            else:
+                wanted = [t for t in wanted if t not in self.clean_kinds]
         self.consumer.subscribe(wanted, listener=_Rebalance(self))
 
     async def stop(self) -> None:
@@ -190,18 +210,22 @@ class Pipeline:
                 clean += records
             else:
                 dead += records
-        # the window stage's ClickHouse work runs on the executor thread while this thread cleans
-        window = asyncio.ensure_future(self._window(clean)) if clean else None
-        await asyncio.sleep(0)
-        out = self._clean(ingest) if ingest else []
-        if window is not None:
-            out += await window
+        if self.combined:
+            out = await self._clean_and_count(ingest) if ingest else []
+        else:
+            # the window stage's ClickHouse work runs on the executor thread while this thread cleans
+            window = asyncio.ensure_future(self._window(clean)) if clean else None
+            await asyncio.sleep(0)
+            out = [(r.topic, r.key, r.value) for _, r in self._clean(ingest)]
+            if window is not None:
+                out += await window
         await self._publish(out)
         if dead:
             await self._in_executor(self._store_dead_letters, dead)
         await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
 
-    def _clean(self, records: Sequence[Any]) -> list[Message]:
+    def _clean(self, records: Sequence[Any]) -> list[tuple[Any, Routed]]:
+        """Each ingest record with its clean event or dead letter."""
         tolerance_ms = self.settings.future_tolerance_seconds * 1000
         now_ms = int(time.time() * 1000)
         out = []
@@ -212,13 +236,39 @@ class Pipeline:
                 metrics.DEAD_LETTERS.labels("cleaner", routed.reason).inc()
             else:
                 kinds[routed.kind or ""] = kinds.get(routed.kind or "", 0) + 1
-            out.append((routed.topic, routed.key, routed.value))
+            out.append((rec, routed))
         for kind, count in kinds.items():
             metrics.EVENTS_OUT.labels("cleaner", kind).inc(count)
         metrics.EVENTS_IN.labels("cleaner").inc(len(records))
         return out
 
+    async def _clean_and_count(self, records: Sequence[Any]) -> list[Message]:
+        """Combined stages: clean, publish (waiting for the acks), then count each clean event under the position
+        the broker gave it. Returns the window stage's messages (late events, dead letters) to publish."""
+        out: list[Message] = []
+        counted: list[tuple[int, Routed]] = []  # (index in out, clean event) of the events counted here
+        rekeyed = 0
+        for rec, routed in self._clean(records):
+            if routed.kind is not None and await self._partition(topics.INGEST, routed.key) != rec.partition:
+                out.append((topics.INGEST, routed.key, rec.value or b""))  # counted where it comes back
+                rekeyed += 1
+                continue
+            if routed.kind is not None:
+                counted.append((len(out), routed))
+            out.append((routed.topic, routed.key, routed.value))
+        if rekeyed:
+            metrics.EVENTS_OUT.labels("cleaner", "rekeyed").inc(rekeyed)
+        positions = await self._publish(out)
+        items, values = [], {}
+        for index, routed in counted:
+            assert routed.kind is not None and routed.record is not None  # a clean event
+            position = (routed.topic, *positions[index])
+            items.append(Item(*position, routed.kind, routed.record))
+            values[position] = routed.value
+        return await self._count(items, values)
+
     async def _window(self, records: Sequence[Any]) -> list[Message]:
+        """Separate stages: decode the clean events read back from Kafka, then count them."""
         items, out = [], []
         now_ms = int(time.time() * 1000)
         for rec in records:
@@ -232,18 +282,23 @@ class Pipeline:
                 out.append((topics.DEAD_LETTER, key, value))
                 continue
             items.append(Item(rec.topic, rec.partition, rec.offset, kind, record))
-        metrics.EVENTS_IN.labels("window").inc(len(records))
+        return out + await self._count(items, {(r.topic, r.partition, r.offset): r.value or b"" for r in records})
+
+    async def _count(self, items: Sequence[Item], values: dict[tuple[str, int, int], bytes]) -> list[Message]:
+        """The window stage proper: returns once ClickHouse holds the batch (``values``: each item's clean event
+        as published, by position); returns late events and dead letters of quarantined durations."""
+        metrics.EVENTS_IN.labels("window").inc(len(items))
         worker = self._window_worker
         assert worker is not None  # built by start()
         result = await self._in_executor(worker.process, items, time.time())
-        by_position = {(r.topic, r.partition, r.offset): r.value or b"" for r in records}
+        now_ms = int(time.time() * 1000)
+        out: list[Message] = []
         for item in result.late:
-            out.append((topics.LATE, item.record["event_id"].encode(),
-                        by_position[(item.topic, item.partition, item.offset)]))
+            value = values[(item.topic, item.partition, item.offset)]
+            out.append((topics.LATE, item.record["event_id"].encode(), value))
         for q in result.quarantined:
             position = (q.item.topic, q.item.partition, q.item.offset)
-            key, value = encode_dead_letter(q.reason, q.detail, "window", by_position[position], Origin(*position),
-                                            now_ms)
+            key, value = encode_dead_letter(q.reason, q.detail, "window", values[position], Origin(*position), now_ms)
             metrics.DEAD_LETTERS.labels("window", q.reason).inc()
             out.append((topics.DEAD_LETTER, key, value))
         return out
@@ -283,29 +338,38 @@ class Pipeline:
     async def _in_executor(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _publish(self, messages: Iterable[Message]) -> None:
-        """Send and wait until the broker acknowledged every message. Raises KafkaError on a failed send.
-        Messages are partitioned by key as ``producer.send`` would, then sent as one record batch per
-        partition (a ``send`` per message cost 22 us of the event's budget)."""
-        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
-        for topic, key, value in messages:
-            partitions = self._partitions.get(topic)
-            if partitions is None:
-                partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
-            partition = self._partitioner(key, partitions, partitions)
-            by_partition.setdefault((topic, partition), []).append((key, value))
-        pending = []
-        for (topic, partition), records in by_partition.items():
-            batch = self.producer.create_batch()
-            for key, value in records:
+    async def _partition(self, topic: str, key: bytes) -> int:
+        """The partition ``producer.send`` would choose for ``key`` (murmur2, as Kafka's Java clients)."""
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+        return int(self._partitioner(key, partitions, partitions))
+
+    async def _publish(self, messages: Sequence[Message]) -> list[tuple[int, int]]:
+        """Send and wait until the broker acknowledged every message; returns each message's (partition, offset).
+        Raises KafkaError on a failed send. Messages are partitioned by key as ``producer.send`` would, then sent
+        as one record batch per partition (a ``send`` per message cost 22 us of the event's budget)."""
+        by_partition: dict[tuple[str, int], list[int]] = {}
+        for index, (topic, key, _) in enumerate(messages):
+            by_partition.setdefault((topic, await self._partition(topic, key)), []).append(index)
+        sent = []  # (partition, indexes of the batch's messages, future of its RecordMetadata)
+        for (topic, partition), indexes in by_partition.items():
+            batch, held = self.producer.create_batch(), list[int]()
+            for index in indexes:
+                _, key, value = messages[index]
                 if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                    pending.append(await self.producer.send_batch(batch, topic, partition=partition))
-                    batch = self.producer.create_batch()
+                    sent.append((partition, held, await self.producer.send_batch(batch, topic, partition=partition)))
+                    batch, held = self.producer.create_batch(), []
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         raise ValueError(f"message of {len(value)} bytes exceeds the producer's batch size")
-            pending.append(await self.producer.send_batch(batch, topic, partition=partition))
-        if pending:
-            await asyncio.gather(*pending)
+                held.append(index)
+            sent.append((partition, held, await self.producer.send_batch(batch, topic, partition=partition)))
+        positions = [(-1, -1)] * len(messages)
+        for partition, held, future in sent:
+            base = (await future).offset  # a batch's records get consecutive offsets from its base offset
+            for i, index in enumerate(held):
+                positions[index] = (partition, base + i)
+        return positions
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit; a commit refused because a rebalance took the partitions is logged, not raised: the new
@@ -326,9 +390,17 @@ class Pipeline:
         for topic, messages in lag.items():
             metrics.CONSUMER_LAG.labels(topic).set(messages)
 
+    def _sources(self, partitions: Iterable[TopicPartition]) -> list[Source]:
+        """The window stage's sources behind consumed partitions: a clean topic's partition, or with combined
+        stages both clean topics' partitions of the ingest partition's number."""
+        if self.combined:
+            return [(topic, tp.partition) for tp in partitions if tp.topic == topics.INGEST
+                    for topic in self.clean_kinds]
+        return [(tp.topic, tp.partition) for tp in partitions if tp.topic in self.clean_kinds]
+
     async def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """New partitions hold the watermark back until they show data or go idle."""
-        sources = [(tp.topic, tp.partition) for tp in partitions if tp.topic in self.clean_kinds]
+        sources = self._sources(partitions)
         async with self._lock:
             if self._window_worker is not None:
                 self._window_worker.windower.assign(sources, time.time())
@@ -336,7 +408,7 @@ class Pipeline:
 
     async def revoke(self, partitions: Iterable[TopicPartition]) -> None:
         """Waits for the batch in flight, then forgets the partitions' window state."""
-        sources = [(tp.topic, tp.partition) for tp in partitions if tp.topic in self.clean_kinds]
+        sources = self._sources(partitions)
         async with self._lock:
             if self._window_worker is not None:
                 self._window_worker.windower.revoke(sources)

@@ -8,6 +8,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -41,18 +42,23 @@ def clickhouse_url(engine: str, tmp_path: Path, prefix: str = "t") -> str:
 
 
 def read_topic(topic: str) -> list[tuple[bytes | None, bytes]]:
-    """(key, value) of every message on ``topic`` up to its end offsets now, no waiting: call it after the
-    producers flushed (acks=all)."""
+    """(key, value) of every message of :func:`read_records`."""
+    return [(r.key, r.value) for r in read_records(topic)]
+
+
+def read_records(topic: str) -> list[Any]:
+    """Every record (kafka-python ConsumerRecord) on ``topic`` up to its end offsets now, no waiting: call it
+    after the producers flushed (acks=all)."""
     consumer = KafkaConsumer(bootstrap_servers=get_settings().kafka_bootstrap, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         end = consumer.end_offsets(partitions)
-        messages: list[tuple[bytes | None, bytes]] = []
+        messages: list[Any] = []
         while any(consumer.position(tp) < end[tp] for tp in partitions):
             for records in consumer.poll(timeout_ms=1_000).values():
-                messages.extend((r.key, r.value) for r in records)
+                messages.extend(records)
         return messages
     finally:
         consumer.close()

@@ -107,4 +107,6 @@ def test_webhooks_to_ingest_topic(services: None) -> None:
     for submission in expected:
         key, value = by_id[submission["event_id"]]
         assert value == submission
-        assert key == str(submission.get("ticket_id") or submission["event_id"]).encode()
+        entity = submission["ticket_id"] if submission.get("kind") == "ticket" else (
+            submission.get("rating_id") or submission["event_id"])  # the key of the clean event it becomes
+        assert key == str(entity).encode()

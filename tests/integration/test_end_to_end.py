@@ -1,4 +1,4 @@
-"""End to end on the real broker: JSONL adapter -> Kafka -> Faust worker -> ClickHouse (chDB and the
+"""End to end on the real broker: JSONL adapter -> Kafka -> satpulse worker -> ClickHouse (chDB and the
 ClickHouse server) and /metrics, compared with an offline computation written independently here."""
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ def do_import(path: Path, mapping: Path | dict[str, Any]) -> tuple[ImportReport,
                         dead_letter_topic=DEAD)
     published = [json.loads(v) for t, _, v in sent if t == INGEST]
     for (_topic, k, _), p in zip([s for s in sent if s[0] == INGEST], published, strict=True):
-        assert k == str(p["ticket_id"]).encode()
+        # keyed like the clean event it becomes: a case by its ticket id, a rating by its rating id
+        assert k == str(p["ticket_id"] if p.get("kind") == "ticket" else p.get("rating_id") or p["event_id"]).encode()
     dead = [codec.decode(v, codec.DEAD_LETTER)[1] for t, _, v in sent if t == DEAD]
     return report, published, dead
 

@@ -456,7 +456,8 @@ def test_service_status_codes() -> None:
     assert answers[0][1]["accepted"] == 1
     assert "not a Help Scout rating" in answers[5][1]["detail"]
     [(topic, key, value)] = publisher.messages
-    assert key == b"1560011" and json.loads(value)["rating_value"] == "great"
+    assert key == b"helpscout:5434" and json.loads(value)["rating_id"] == "helpscout:5434"
+    assert json.loads(value)["rating_value"] == "great"
     assert topic.endswith(".ingest.v1")
 
 
