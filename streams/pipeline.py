@@ -18,8 +18,9 @@ and counted under that position exactly as if it had been consumed. That needs c
 feedback and tickets with the same partition count (checked at start; otherwise the worker reads the clean
 topics back), and an ingest record keyed by the key of its clean event (:func:`streams.clean.entity_key`, as
 every adapter does), so that one ingest partition holds every event of the ratings and cases counted under
-it. An ingest record keyed otherwise is re-published to the ingest topic under its clean event's key and
-counted when it comes back in the right partition (satpulse_events_out_total{stage="cleaner",kind="rekeyed"}).
+it (whatever partitioner the producers share). An ingest record keyed otherwise, unless murmur2 happens to put
+its clean key in the same partition, is re-published to the ingest topic under its clean event's key and
+counted when it comes back in that key's partition (satpulse_events_out_total{stage="cleaner",kind="rekeyed"}).
 Workers split by stage (``--stages clean`` / ``--stages window,dead_letters``) read the clean topics back.
 
 Why batches on aiokafka and not Faust agents: Faust's per-message stream path (conductor, channel queue,
@@ -246,19 +247,25 @@ class Pipeline:
         """Combined stages: clean, publish (waiting for the acks), then count each clean event under the position
         the broker gave it. Returns the window stage's messages (late events, dead letters) to publish."""
         out: list[Message] = []
+        partitions: list[int | None] = []  # where each message goes (None: by its key)
         counted: list[tuple[int, Routed]] = []  # (index in out, clean event) of the events counted here
         rekeyed = 0
         for rec, routed in self._clean(records):
-            if routed.kind is not None and await self._partition(topics.INGEST, routed.key) != rec.partition:
+            if routed.kind is not None and routed.key != rec.key and (
+                    await self._partition(topics.INGEST, routed.key) != rec.partition):
                 out.append((topics.INGEST, routed.key, rec.value or b""))  # counted where it comes back
+                partitions.append(None)
                 rekeyed += 1
                 continue
             if routed.kind is not None:
                 counted.append((len(out), routed))
+                partitions.append(rec.partition)  # = its key's partition: no second murmur2
+            else:
+                partitions.append(None)
             out.append((routed.topic, routed.key, routed.value))
         if rekeyed:
             metrics.EVENTS_OUT.labels("cleaner", "rekeyed").inc(rekeyed)
-        positions = await self._publish(out)
+        positions = await self._publish(out, partitions)
         items, values = [], {}
         for index, routed in counted:
             assert routed.kind is not None and routed.record is not None  # a clean event
@@ -345,13 +352,18 @@ class Pipeline:
             partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         return int(self._partitioner(key, partitions, partitions))
 
-    async def _publish(self, messages: Sequence[Message]) -> list[tuple[int, int]]:
+    async def _publish(self, messages: Sequence[Message], partitions: Sequence[int | None] = ()
+                       ) -> list[tuple[int, int]]:
         """Send and wait until the broker acknowledged every message; returns each message's (partition, offset).
-        Raises KafkaError on a failed send. Messages are partitioned by key as ``producer.send`` would, then sent
-        as one record batch per partition (a ``send`` per message cost 22 us of the event's budget)."""
+        Raises KafkaError on a failed send. Messages are partitioned by key as ``producer.send`` would (unless
+        ``partitions`` gives the partition that key maps to), then sent as one record batch per partition (a
+        ``send`` per message cost 22 us of the event's budget)."""
         by_partition: dict[tuple[str, int], list[int]] = {}
         for index, (topic, key, _) in enumerate(messages):
-            by_partition.setdefault((topic, await self._partition(topic, key)), []).append(index)
+            partition = partitions[index] if partitions else None
+            if partition is None:
+                partition = await self._partition(topic, key)
+            by_partition.setdefault((topic, partition), []).append(index)
         sent = []  # (partition, indexes of the batch's messages, future of its RecordMetadata)
         for (topic, partition), indexes in by_partition.items():
             batch, held = self.producer.create_batch(), list[int]()
