@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+import struct
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from satpulse.avro_writer import Writer, compile_writer
 from schemas import SCHEMA_DIR
 
 MAGIC = b"\xc3\x01"
@@ -65,13 +67,21 @@ def _name_by_fingerprint() -> dict[bytes, str]:
     return {schema_fingerprint(n): n for n in SCHEMA_NAMES}
 
 
-def encode(name: str, record: dict[str, Any]) -> bytes:
-    """Encode one record. Raises ValueError/TypeError (from fastavro) when it does not fit the schema."""
-    buf = io.BytesIO()
-    buf.write(MAGIC)
-    buf.write(schema_fingerprint(name))
-    fastavro.schemaless_writer(buf, _parsed(name), record)
-    return buf.getvalue()
+@cache
+def _writer(name: str) -> Writer:
+    return compile_writer(schema_json(name))
+
+
+def encode(name: str, record: Mapping[str, Any]) -> bytes:
+    """Encode one record. Raises ValueError or TypeError when it does not fit the schema."""
+    out = [MAGIC, schema_fingerprint(name)]
+    try:
+        _writer(name)(record, out)
+    except KeyError as exc:
+        raise ValueError(f"{name}: field {exc} is missing") from None
+    except (AttributeError, struct.error, OverflowError) as exc:
+        raise TypeError(f"{name}: a value does not fit the schema: {exc}") from None
+    return b"".join(out)
 
 
 def decode(data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any]]:
