@@ -63,6 +63,8 @@ from streams.windows import Source, Windower
 
 log = logging.getLogger(__name__)
 Message = tuple[str, bytes, bytes]  # (topic, key, value)
+Position = tuple[str, int, int]  # (topic, partition, offset)
+Published = tuple[list[Item], dict[Position, bytes]]  # clean events as published, and their values by position
 # the input topics of each stage; a worker runs the stages of settings.worker_stages (all by default)
 STAGE_TOPICS = {"clean": (topics.INGEST,), "window": (topics.FEEDBACK, topics.TICKETS),
                 "dead_letters": (topics.DEAD_LETTER,)}
@@ -163,12 +165,20 @@ class Pipeline:
 
     async def run(self) -> None:
         """Fetch, process and commit batches until :meth:`request_stop`. Raises on a failed produce (the process
-        then exits and restarts from the last commit)."""
+        then exits and restarts from the last commit). With combined stages, a batch is cleaned and published
+        while the one before it is counted on the executor thread; batches are counted and committed in order."""
+        finishing: asyncio.Future[None] | None = None  # the previous batch's window stage and commit
         while not self._stopping:
             batch = await self._take_batch()
-            if batch:
-                async with self._lock:
-                    await self._process(batch)
+            if not batch:
+                continue
+            ingest = [r for tp, records in batch.items() if tp.topic == topics.INGEST for r in records]
+            published = await self._clean_and_publish(ingest) if self.combined and ingest else None
+            if finishing is not None:
+                await finishing
+            finishing = asyncio.ensure_future(self._finish(batch, published))
+        if finishing is not None:
+            await finishing
 
     async def _take_batch(self) -> dict[TopicPartition, list[Any]]:
         """Up to ``flush_max_rows`` records: the first that arrive within ``flush_max_age_seconds``, then what
@@ -202,7 +212,9 @@ class Pipeline:
                                  for r in results])
 
     # --- stages ---------------------------------------------------------------------------------------------
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def _finish(self, batch: dict[TopicPartition, list[Any]], published: Published | None) -> None:
+        """The stages that touch window state or ClickHouse, then the commit. ``published``: the clean events the
+        combined stages already published (None: clean the batch's ingest records here)."""
         ingest, clean, dead = [], [], []
         for tp, records in batch.items():
             if tp.topic == topics.INGEST:
@@ -211,19 +223,20 @@ class Pipeline:
                 clean += records
             else:
                 dead += records
-        if self.combined:
-            out = await self._clean_and_count(ingest) if ingest else []
-        else:
-            # the window stage's ClickHouse work runs on the executor thread while this thread cleans
-            window = asyncio.ensure_future(self._window(clean)) if clean else None
-            await asyncio.sleep(0)
-            out = [(r.topic, r.key, r.value) for _, r in self._clean(ingest)]
-            if window is not None:
-                out += await window
-        await self._publish(out)
-        if dead:
-            await self._in_executor(self._store_dead_letters, dead)
-        await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        async with self._lock:
+            if published is not None:
+                out = await self._count(*published)
+            else:
+                # the window stage's ClickHouse work runs on the executor thread while this thread cleans
+                window = asyncio.ensure_future(self._window(clean)) if clean else None
+                await asyncio.sleep(0)
+                out = [(r.topic, r.key, r.value) for _, r in self._clean(ingest)]
+                if window is not None:
+                    out += await window
+            await self._publish(out)
+            if dead:
+                await self._in_executor(self._store_dead_letters, dead)
+            await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
 
     def _clean(self, records: Sequence[Any]) -> list[tuple[Any, Routed]]:
         """Each ingest record with its clean event or dead letter."""
@@ -243,9 +256,9 @@ class Pipeline:
         metrics.EVENTS_IN.labels("cleaner").inc(len(records))
         return out
 
-    async def _clean_and_count(self, records: Sequence[Any]) -> list[Message]:
-        """Combined stages: clean, publish (waiting for the acks), then count each clean event under the position
-        the broker gave it. Returns the window stage's messages (late events, dead letters) to publish."""
+    async def _clean_and_publish(self, records: Sequence[Any]) -> Published:
+        """Combined stages: clean and publish (waiting for the acks); returns the clean events as items at the
+        positions the broker gave them, and their published values by position, for :meth:`_count`."""
         out: list[Message] = []
         partitions: list[int | None] = []  # where each message goes (None: by its key)
         counted: list[tuple[int, Routed]] = []  # (index in out, clean event) of the events counted here
@@ -272,7 +285,7 @@ class Pipeline:
             position = (routed.topic, *positions[index])
             items.append(Item(*position, routed.kind, routed.record))
             values[position] = routed.value
-        return await self._count(items, values)
+        return items, values
 
     async def _window(self, records: Sequence[Any]) -> list[Message]:
         """Separate stages: decode the clean events read back from Kafka, then count them."""
@@ -291,7 +304,7 @@ class Pipeline:
             items.append(Item(rec.topic, rec.partition, rec.offset, kind, record))
         return out + await self._count(items, {(r.topic, r.partition, r.offset): r.value or b"" for r in records})
 
-    async def _count(self, items: Sequence[Item], values: dict[tuple[str, int, int], bytes]) -> list[Message]:
+    async def _count(self, items: Sequence[Item], values: dict[Position, bytes]) -> list[Message]:
         """The window stage proper: returns once ClickHouse holds the batch (``values``: each item's clean event
         as published, by position); returns late events and dead letters of quarantined durations."""
         metrics.EVENTS_IN.labels("window").inc(len(items))
