@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sinks.clickhouse import ClickHouse
@@ -41,11 +42,16 @@ _SINGLE_AGG_SQL = ", ".join([
     *_SCALARS, "score_hist", *_CASE_SCALARS, "(first_response_sketch_keys, first_response_sketch_counts)",
     "first_response_breaches", *_RESOLUTION_SCALARS, "(resolution_sketch_keys, resolution_sketch_counts)",
     "resolution_breaches"])
-FEEDBACK_COLUMNS = ("rating_id", "rating_version", "event_id", "source", "channel", "event_time", "event_time_ms",
-                    "ingest_time_ms", "ticket_id", "agent", "team", "category", "product", "customer_id",
-                    "native_value", "native_scale", "score", "satisfied", "comment", "sentiment",
-                    "source_partition", "source_offset", "sentiment_label", "sentiment_model", "survey_id",
-                    "secondary_question_ids", "secondary_native_values", "secondary_native_scales",
+# feedback_events columns taken as they are from a clean record: column -> record field
+_FEEDBACK_FIELDS = {
+    "rating_id": "rating_id", "rating_version": "rating_version", "event_id": "event_id", "source": "source",
+    "channel": "channel", "event_time_ms": "event_time", "ingest_time_ms": "ingest_time", "ticket_id": "ticket_id",
+    "agent": "agent", "team": "team", "category": "category", "product": "product", "customer_id": "customer_id",
+    "native_value": "native_value", "native_scale": "native_scale", "score": "score", "comment": "comment"}
+_feedback_fields = itemgetter(*_FEEDBACK_FIELDS.values())  # one C call per event for all of them
+_FEEDBACK_V2_FIELDS = ("sentiment", "sentiment_label", "sentiment_model", "survey_id")  # None in older records
+FEEDBACK_COLUMNS = (*_FEEDBACK_FIELDS, *_FEEDBACK_V2_FIELDS, "event_time", "satisfied", "source_partition",
+                    "source_offset", "secondary_question_ids", "secondary_native_values", "secondary_native_scales",
                     "secondary_scores", "secondary_satisfied")
 TICKET_COLUMNS = ("ticket_id", "event_id", "status", "source", "channel", "event_time", "event_time_ms",
                   "ingest_time_ms", "priority", "agent", "team", "category", "product", "customer_id",
@@ -83,16 +89,17 @@ def _cell_row(row: CellRow, window_seconds: int, now: int) -> tuple[Any, ...]:
 
 
 def _feedback_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any, ...]:
-    satisfied = None if r["satisfied"] is None else int(r["satisfied"])
-    return (r["rating_id"], r["rating_version"], r["event_id"], r["source"], r["channel"],
-            r["event_time"] // 1000, r["event_time"], r["ingest_time"], r["ticket_id"], r["agent"], r["team"],
-            r["category"], r["product"], r["customer_id"], r["native_value"], r["native_scale"], r["score"],
-            satisfied, r["comment"], r.get("sentiment"), partition, offset, r.get("sentiment_label"),
-            r.get("sentiment_model"), r.get("survey_id"), *_secondary_columns(r.get("secondary_answers") or ()))
+    """The values of FEEDBACK_COLUMNS for a clean feedback record."""
+    satisfied = r["satisfied"]
+    return (*_feedback_fields(r), *(r.get(name) for name in _FEEDBACK_V2_FIELDS), r["event_time"] // 1000,
+            None if satisfied is None else int(satisfied), partition, offset,
+            *_secondary_columns(r.get("secondary_answers") or ()))
 
 
 def _secondary_columns(answers: Sequence[Mapping[str, Any]]) -> tuple[list[Any], ...]:
     """The parallel arrays of feedback_events.secondary_*: ids, native values, scales, scores, satisfied."""
+    if not answers:  # most feedback answers the CSAT question only
+        return [], [], [], [], []
     return ([a["question_id"] for a in answers], [a["native_value"] for a in answers],
             [a["native_scale"] for a in answers], [a["score"] for a in answers],
             [None if a["satisfied"] is None else int(a["satisfied"]) for a in answers])

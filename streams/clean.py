@@ -7,13 +7,14 @@ cannot become a clean record raises :class:`Rejected` with a reason code from :d
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
 
 from streams.scales import ScaleError, normalise_rating
 
@@ -70,10 +71,11 @@ class Cleaned:
 
 
 def parse_json_object(payload: bytes) -> dict[str, Any]:
-    """Parse a raw payload. Raises Rejected(unparseable_payload)."""
+    """Parse a raw payload (orjson: strict RFC 8259, so NaN, Infinity and lone surrogates are refused; integers
+    beyond 64 bits become floats). Raises Rejected(unparseable_payload)."""
     try:
-        value = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
         raise Rejected("unparseable_payload", f"not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise Rejected("unparseable_payload", f"expected a JSON object, got {type(value).__name__}")
