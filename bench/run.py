@@ -58,17 +58,47 @@ class Result:
 # ----------------------------------------------------------------------------------------------- /proc
 
 
+def _stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a worker's clean process, multiprocessing's resource tracker)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError):
+                continue  # exited meanwhile
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo += parents.get(current, [])
+    return tree
+
+
 def proc_cpu(pid: int) -> float:
-    """utime + stime of ``pid`` (and of its waited-for children) in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / CLK_TCK
+    """utime + stime in seconds of ``pid`` and its live descendants (and of their waited-for children)."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += sum(int(f) for f in _stat_fields(member)[11:15]) / CLK_TCK
+        except OSError:
+            continue
+    return total
 
 
 def proc_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Peak RSS (VmHWM) of ``pid`` plus those of its live descendants: an upper bound of their peak together."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")), 0.0)
+    return total
 
 
 # ----------------------------------------------------------------------------------------------- data
