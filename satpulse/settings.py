@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     grace_seconds: int = 10
     idle_seconds: float = 5.0  # a source partition with no input for this long stops holding the watermark back
     flush_max_rows: int = 20_000  # window stage: events per batch (cells written per batch barely grow with it)
-    flush_max_age_seconds: float = 0.5  # a batch collects input for at most this long (latency vs. insert rate)
+    flush_max_age_seconds: float = 0.25  # a batch collects input for at most this long (latency vs. insert rate)
     rolling_refresh_seconds: float = 15.0  # how often the rolling CSAT gauges (15m/1h/24h) are read from ClickHouse
     publish_interval_seconds: float = 1.0  # how often the watermark advances and window results are published
     future_tolerance_seconds: int = 300  # events stamped further in the future are dead-lettered
