@@ -13,6 +13,7 @@ import asyncio
 import gc
 import logging
 import signal
+import time
 
 import uvloop
 from aiohttp import web
@@ -24,6 +25,8 @@ from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_SECONDS = 30.0  # how long a stop waits for the batch in flight before cancelling it
+GC_FREEZE_SECONDS = 1.0  # how often objects alive so far leave the cycle collector's view (gc.freeze)
+GC_FULL_SECONDS = 3600.0  # how often every object is checked for cycles again (a pause: ~3 s at 5M objects)
 
 
 def run_worker(settings: Settings) -> None:
@@ -34,6 +37,23 @@ def run_worker(settings: Settings) -> None:
     # acyclic at once; this only makes the cycle collector run less often.
     gc.set_threshold(100_000, 50, 1000)
     uvloop.run(_serve(settings))
+
+
+async def freeze_heap_forever(freeze_every: float = GC_FREEZE_SECONDS, full_every: float = GC_FULL_SECONDS
+                              ) -> None:
+    """Every ``freeze_every`` seconds move every object alive into the collector's permanent generation, so that
+    collections walk only what was allocated since (at 10k events/s with a few million objects of window state,
+    one gen-2 collection stalled the worker 2.9 s and one gen-1 collection 1.1 s, the latency's p99). Frozen
+    objects are still freed by reference counting when they die (window state holds no cycles); cyclic garbage
+    that got frozen waits for the collection of everything every ``full_every`` seconds."""
+    last_full = time.monotonic()
+    while True:
+        await asyncio.sleep(freeze_every)
+        if time.monotonic() - last_full >= full_every:
+            gc.unfreeze()
+            gc.collect()
+            last_full = time.monotonic()
+        gc.freeze()
 
 
 async def _serve(settings: Settings) -> None:
@@ -47,7 +67,8 @@ async def _serve(settings: Settings) -> None:
     try:
         await pipeline.start()
         consume = asyncio.create_task(pipeline.run())
-        tasks = [consume, asyncio.create_task(pipeline.tick_forever(settings.publish_interval_seconds))]
+        tasks = [consume, asyncio.create_task(pipeline.tick_forever(settings.publish_interval_seconds)),
+                 asyncio.create_task(freeze_heap_forever())]
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({*tasks, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
