@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaProducer
 
 from adapters.publisher import ensure_topics
-from satpulse import topics
+from satpulse import codec, topics
 from satpulse.sample import sample_submissions
 from satpulse.settings import get_settings
 from satpulse.worker_process import WorkerProcess, metric_sum, wait_consumed
@@ -84,6 +84,11 @@ def test_wrongly_keyed_ingest_is_counted_once_in_the_right_partition(services: N
     try:
         stored = {(r.dimension_value, r.window_start): (r.agg.rated, r.agg.satisfied)
                   for dimension in ("channel", "all") for r in windows(ch, dimension, 60)}
+        positions = {row[0]: (int(row[1]), int(row[2])) for row in ch.query(
+            f"SELECT event_id, source_partition, source_offset FROM {ch.database}.feedback_events FINAL")}
     finally:
         ch.close()
     assert stored == expected
+    # each event was counted under the very position the broker gave its clean event (not read back)
+    assert positions == {codec.decode(r.value, codec.FEEDBACK_EVENT)[1]["event_id"]: (r.partition, r.offset)
+                         for r in clean}
