@@ -75,6 +75,7 @@ async def produce_steady(bootstrap: str, topic: str, rate: int, seconds: float, 
     feedback events per window start."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.partitioner import DefaultPartitioner
+    from run import send_records
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0, max_batch_size=1024 * 1024)
     await producer.start()
@@ -111,20 +112,6 @@ async def produce_steady(bootstrap: str, topic: str, rate: int, seconds: float, 
         await producer.stop()
     return {"start": start, "end": end, "acked": acked, "sent": sent, "max_tick_events": max_tick,
             "cpu_s": time.process_time() - cpu0, "feedback": {str(k): v for k, v in feedback.items()}}
-
-
-async def send_records(producer: Any, topic: str, partition: int,
-                       records: list[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
-    """Send ``records`` as record batch(es) to one partition; returns the delivery futures (not awaited)."""
-    futures = []
-    batch = producer.create_batch()
-    for key, value in records:
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-            batch = producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)
-    futures.append(await producer.send_batch(batch, topic, partition=partition))
-    return futures
 
 
 def producer_main(argv: list[str]) -> int:
