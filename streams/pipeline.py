@@ -137,7 +137,8 @@ class Pipeline:
             log.info("waiting for topics %s in the broker's metadata", wanted)
             await asyncio.sleep(0.5)
         if self.combined:
-            counts = {t: len(self.consumer.partitions_for_topic(t) or ()) for t in (topics.INGEST, *self.clean_kinds)}
+            # the producer's view: it fetches a topic's metadata on demand (the consumer's knows only subscriptions)
+            counts = {t: len(await self.producer.partitions_for(t)) for t in (topics.INGEST, *self.clean_kinds)}
             if len(set(counts.values())) > 1:
                 log.warning("partition counts differ %s: clean events are read back from Kafka", counts)
                 self.combined = False

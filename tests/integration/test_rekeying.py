@@ -1,7 +1,8 @@
 """A worker running every stage counts clean events without reading them back from Kafka, which relies on the
 ingest topic being keyed like the clean topics. Ingest records keyed otherwise (another producer's choice)
 must still be counted exactly once: they are re-published under their clean key and counted in the partition
-that owns their rating. Real broker, chDB."""
+that owns their rating. Topics that are not co-partitioned make the worker read the clean events back.
+Real broker, chDB."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from adapters.jsonl import key_of
 from adapters.publisher import ensure_topics
 from satpulse import codec, topics
 from satpulse.sample import sample_submissions
@@ -92,3 +94,37 @@ def test_wrongly_keyed_ingest_is_counted_once_in_the_right_partition(services: N
     # each event was counted under the very position the broker gave its clean event (not read back)
     assert positions == {codec.decode(r.value, codec.FEEDBACK_EVENT)[1]["event_id"]: (r.partition, r.offset)
                          for r in clean}
+
+
+def test_topics_not_co_partitioned_fall_back_to_reading_clean_events_back(services: None, tmp_path: Path) -> None:
+    namespace = f"rk-{uuid.uuid4().hex[:8]}"
+    names = topics.for_namespace(namespace)
+    settings = get_settings()
+    ensure_topics(settings.model_copy(update={"topic_partitions": 4}), [names.ingest])
+    ensure_topics(settings.model_copy(update={"topic_partitions": 2}), names.all())
+    now_ms = int(time.time() * 1000)
+    submissions = list(sample_submissions(300, now_ms - 20 * 60_000, 19 * 60_000, seed=6))
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    for submission in submissions:
+        producer.send(names.ingest, key=key_of(submission), value=json.dumps(submission).encode())
+    producer.flush()
+    producer.close()
+
+    port = free_port()
+    url = f"chdb://{tmp_path / 'chdb'}"
+    worker = WorkerProcess({"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"g-{namespace}",
+                            "SATPULSE_CLICKHOUSE_URL": url, "SATPULSE_WORKER_WEB_PORT": str(port)},
+                           tmp_path / "worker.log", port)
+    worker.start(timeout=90)
+    try:
+        wait_consumed(settings.kafka_bootstrap, f"g-{namespace}", [names.ingest, names.feedback, names.tickets], 120)
+    finally:
+        worker.stop()
+    assert "partition counts differ" in (tmp_path / "worker.log").read_text()
+    ch = connect(url)
+    try:
+        stored = {(r.dimension_value, r.window_start): (r.agg.rated, r.agg.satisfied)
+                  for dimension in ("channel", "all") for r in windows(ch, dimension, 60)}
+    finally:
+        ch.close()
+    assert stored == offline(submissions)
