@@ -170,6 +170,8 @@ class Pipeline:
         while the one before it is counted on the executor thread; batches are counted and committed in order."""
         finishing: asyncio.Future[None] | None = None  # the previous batch's window stage and commit
         while not self._stopping:
+            if finishing is not None and finishing.done():
+                finishing.result()  # raise its failure now, not with the next batch (the input may be quiet)
             batch = await self._take_batch()
             if not batch:
                 continue
