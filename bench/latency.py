@@ -281,7 +281,9 @@ def run_one(args: argparse.Namespace, rate: int, interval: float, tmp: Path) -> 
     ns = fresh_namespace(args.partitions, "lat")
     t = topics.for_namespace(ns)
     worker_id = f"bench-latency-{uuid.uuid4().hex[:8]}"
-    env = worker_env(ns, worker_id, args.partitions, f"chdb://{tmp / ns}", grace_seconds=None,
+    url = (f"clickhouse://default:@127.0.0.1:{settings.clickhouse_native_port}/{ns}"
+           if args.latency_engine == "server" else f"chdb://{tmp / ns}")
+    env = worker_env(ns, worker_id, args.partitions, url, grace_seconds=None,
                      SATPULSE_PUBLISH_INTERVAL_SECONDS=str(interval))
     run = LatencyRun(rate, interval)
     workers = start_workers(env, 1, tmp, f"latency-{ns}")
@@ -392,7 +394,8 @@ def main(args: argparse.Namespace, command: str) -> int:
                 print(table(runs[-1:], args.latency_drain), flush=True)
     body = "\n".join([
         f"- {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, command: `{command}`", f"- machine: {machine()}",
-        f"- one `satpulse worker` (chDB, default grace 10 s, {args.partitions} partitions) per row, fresh "
+        f"- one `satpulse worker` ({'ClickHouse server' if args.latency_engine == 'server' else 'chDB'}, default "
+        f"grace 10 s, {args.partitions} partitions) per row, fresh "
         f"namespace; producer process on the same machine offers the load for {args.latency_seconds:g} s "
         f"(4 feedback : 1 ticket event, event_time = now); first {args.latency_warmup:g} s of events left out",
         "- latency of the k-th rated feedback event of window W = arrival (at the harness's consumer) of the "

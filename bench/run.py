@@ -585,6 +585,8 @@ def parse_args() -> argparse.Namespace:
                      help="max seconds after the load stops to wait for the last windows")
     lat.add_argument("--latency-publish-intervals", type=float_list, default=[1.0, 0.25],
                      help="SATPULSE_PUBLISH_INTERVAL_SECONDS values, comma-separated")
+    lat.add_argument("--latency-engine", choices=("chdb", "server"), default="chdb",
+                     help="the worker's ClickHouse: embedded chDB or the local ClickHouse server")
     sca = parser.add_argument_group("scaling mode")
     sca.add_argument("--scaling-events", type=int, default=100_000)
     sca.add_argument("--scaling-partitions", type=int_list, default=[1, 2, 4])
@@ -604,7 +606,7 @@ def main() -> int:
     unknown = set(modes) - {"throughput", "latency", "scaling", "memory"}
     if unknown:
         raise SystemExit(f"unknown mode(s): {', '.join(sorted(unknown))}")
-    needed = ["kafka", "clickhouse"] if "scaling" in modes else ["kafka"]
+    needed = ["kafka", "clickhouse"] if "scaling" in modes or args.latency_engine == "server" else ["kafka"]
     print(f"starting {' and '.join(needed)} ({get_settings().kafka_bootstrap}) ...", flush=True)
     services.ensure_up(needed)
     status = 0

@@ -270,6 +270,28 @@ def test_watermark_finalises_with_grace_and_idle() -> None:
     assert w.sources[source].cells == {}  # evicted after emission
 
 
+def test_entities_leave_memory_beyond_the_cap_oldest_first_and_when_idle_beyond_the_horizon() -> None:
+    w = Windower(60, 0, idle_seconds=5, entity_horizon_seconds=3600)
+    source = (FB, 0)
+    w.assign([source], now=0.0)
+    w.ensure_source(source, -1)
+    w.apply(source, [Change(f"r{i}", None, (), (), BASE + i * 60_000) for i in range(6)])
+    assert w.evict_entities(4) == 2  # the two least recently changed
+    assert list(w.sources[source].entities) == ["r2", "r3", "r4", "r5"]
+    assert "r0" in w.sources[source].evicted and w.missing_entities(source, ["r0", "r5", "new"]) == {"r0"}
+    # idle since before the watermark - grace - horizon: gone at the next look, which comes once per minute
+    hour = 3600_000
+    w.observe(source, 0, BASE + 150_000 + hour, now=0.0)  # cutoff: r2's last change (2 min) is older
+    w.finalise(now=1.0)
+    assert list(w.sources[source].entities) == ["r3", "r4", "r5"]
+    w.observe(source, 1, BASE + 200_000 + hour, now=2.0)
+    w.finalise(now=3.0)  # r3 (3 min) is idle now too, but 50 s of event time is too soon for another look
+    assert list(w.sources[source].entities) == ["r3", "r4", "r5"]
+    w.observe(source, 2, BASE + 270_000 + hour, now=4.0)
+    w.finalise(now=5.0)
+    assert list(w.sources[source].entities) == ["r5"]
+
+
 def test_burst_after_quiet_spell_waits_for_every_source() -> None:
     w = Windower(60, 0, idle_seconds=5)
     a, b = (FB, 0), (FB, 1)
