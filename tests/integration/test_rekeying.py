@@ -33,7 +33,40 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
     """The Java client's default partition for a key, written out here (not aiokafka's or kafka-python's)."""
     from kafka.partitioner.default import murmur2
 
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def produce(topic: str, messages: list[tuple[bytes | None, dict[str, Any]]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap, acks="all")
+    for key, submission in messages:
+        producer.send(topic, key=key, value=json.dumps(submission).encode())
+    producer.flush()
+    producer.close()
+
+
+def run_worker(namespace: str, tmp_path: Path, consumed: list[str]) -> dict[Any, float]:
+    """One worker (chDB under ``tmp_path``) until its group committed every message of ``consumed``; returns
+    its /metrics samples."""
+    port = free_port()
+    worker = WorkerProcess({"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"g-{namespace}",
+                            "SATPULSE_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}",
+                            "SATPULSE_WORKER_WEB_PORT": str(port)}, tmp_path / "worker.log", port)
+    worker.start(timeout=90)
+    try:
+        wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", consumed, 120)
+        return worker.scrape()
+    finally:
+        worker.stop()
+
+
+def stored_minutes(tmp_path: Path) -> dict[tuple[str, int], tuple[int, int]]:
+    """(channel or "all", minute start) -> (rated, satisfied) of the stored 1-minute cells."""
+    ch = connect(f"chdb://{tmp_path / 'chdb'}")
+    try:
+        return {(r.dimension_value, r.window_start): (r.agg.rated, r.agg.satisfied)
+                for dimension in ("channel", "all") for r in windows(ch, dimension, 60)}
+    finally:
+        ch.close()
 
 
 def test_wrongly_keyed_ingest_is_counted_once_in_the_right_partition(services: None, tmp_path: Path) -> None:
@@ -51,24 +84,8 @@ def test_wrongly_keyed_ingest_is_counted_once_in_the_right_partition(services: N
                 "rating_id": f"edited-{i}", "event_time": now_ms - 5 * 60_000}
         edits.append({**base, "event_id": f"edited-{i}-v0", "rating_version": 0, "rating_value": 1})
         edits.append({**base, "event_id": f"edited-{i}-v1", "rating_version": 1, "rating_value": 5})
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    for submission in plain + edits:  # keys that are not the clean event's key
-        producer.send(names.ingest, key=f"not-{submission['event_id']}".encode(),
-                      value=json.dumps(submission).encode())
-    producer.flush()
-    producer.close()
-
-    port = free_port()
-    url = f"chdb://{tmp_path / 'chdb'}"
-    worker = WorkerProcess({"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"g-{namespace}",
-                            "SATPULSE_CLICKHOUSE_URL": url, "SATPULSE_WORKER_WEB_PORT": str(port)},
-                           tmp_path / "worker.log", port)
-    worker.start(timeout=90)
-    try:
-        wait_consumed(settings.kafka_bootstrap, f"g-{namespace}", [names.ingest], 120)
-        samples = worker.scrape()
-    finally:
-        worker.stop()
+    produce(names.ingest, [(f"not-{s['event_id']}".encode(), s) for s in plain + edits])  # not their clean keys
+    samples = run_worker(namespace, tmp_path, [names.ingest])
 
     rekeyed = metric_sum(samples, "satpulse_events_out_total", stage="cleaner", kind="rekeyed")
     assert len(plain) / 2 < rekeyed <= len(plain) + len(edits)  # most of them landed in a foreign partition
@@ -82,15 +99,13 @@ def test_wrongly_keyed_ingest_is_counted_once_in_the_right_partition(services: N
         for key in (("chat", edit["event_time"] // 60_000 * 60), ("all", edit["event_time"] // 60_000 * 60)):
             rated, satisfied = expected.get(key, (0, 0))
             expected[key] = (rated + 1, satisfied + int(SATISFIED["1-5"](edit["rating_value"])))
-    ch = connect(url)
+    assert stored_minutes(tmp_path) == expected
+    ch = connect(f"chdb://{tmp_path / 'chdb'}")
     try:
-        stored = {(r.dimension_value, r.window_start): (r.agg.rated, r.agg.satisfied)
-                  for dimension in ("channel", "all") for r in windows(ch, dimension, 60)}
         positions = {row[0]: (int(row[1]), int(row[2])) for row in ch.query(
             f"SELECT event_id, source_partition, source_offset FROM {ch.database}.feedback_events FINAL")}
     finally:
         ch.close()
-    assert stored == expected
     # each event was counted under the very position the broker gave its clean event (not read back)
     assert positions == {codec.decode(r.value, codec.FEEDBACK_EVENT)[1]["event_id"]: (r.partition, r.offset)
                          for r in clean}
@@ -104,27 +119,7 @@ def test_topics_not_co_partitioned_fall_back_to_reading_clean_events_back(servic
     ensure_topics(settings.model_copy(update={"topic_partitions": 2}), names.all())
     now_ms = int(time.time() * 1000)
     submissions = list(sample_submissions(300, now_ms - 20 * 60_000, 19 * 60_000, seed=6))
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    for submission in submissions:
-        producer.send(names.ingest, key=key_of(submission), value=json.dumps(submission).encode())
-    producer.flush()
-    producer.close()
-
-    port = free_port()
-    url = f"chdb://{tmp_path / 'chdb'}"
-    worker = WorkerProcess({"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"g-{namespace}",
-                            "SATPULSE_CLICKHOUSE_URL": url, "SATPULSE_WORKER_WEB_PORT": str(port)},
-                           tmp_path / "worker.log", port)
-    worker.start(timeout=90)
-    try:
-        wait_consumed(settings.kafka_bootstrap, f"g-{namespace}", [names.ingest, names.feedback, names.tickets], 120)
-    finally:
-        worker.stop()
+    produce(names.ingest, [(key_of(s), s) for s in submissions])
+    run_worker(namespace, tmp_path, [names.ingest, names.feedback, names.tickets])
     assert "partition counts differ" in (tmp_path / "worker.log").read_text()
-    ch = connect(url)
-    try:
-        stored = {(r.dimension_value, r.window_start): (r.agg.rated, r.agg.satisfied)
-                  for dimension in ("channel", "all") for r in windows(ch, dimension, 60)}
-    finally:
-        ch.close()
-    assert stored == offline(submissions)
+    assert stored_minutes(tmp_path) == offline(submissions)
