@@ -65,7 +65,7 @@ def _stat_fields(pid: int) -> list[str]:
 
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants (a worker's clean process, multiprocessing's resource tracker)."""
+    """``pid`` and its live descendants."""
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

@@ -175,11 +175,12 @@ class Pipeline:
             batch = await self._take_batch()
             if not batch:
                 continue
-            ingest = [r for tp, records in batch.items() if tp.topic == topics.INGEST for r in records]
+            ingest, clean, dead = self._by_stage(batch)
             published = await self._clean_and_publish(ingest) if self.combined and ingest else None
             if finishing is not None:
                 await finishing
-            finishing = asyncio.ensure_future(self._finish(batch, published))
+            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+            finishing = asyncio.ensure_future(self._finish(ingest, clean, dead, published, offsets))
         if finishing is not None:
             await finishing
 
@@ -215,9 +216,8 @@ class Pipeline:
                                  for r in results])
 
     # --- stages ---------------------------------------------------------------------------------------------
-    async def _finish(self, batch: dict[TopicPartition, list[Any]], published: Published | None) -> None:
-        """The stages that touch window state or ClickHouse, then the commit. ``published``: the clean events the
-        combined stages already published (None: clean the batch's ingest records here)."""
+    def _by_stage(self, batch: dict[TopicPartition, list[Any]]) -> tuple[list[Any], list[Any], list[Any]]:
+        """The batch's records as (ingest, clean events, dead letters)."""
         ingest, clean, dead = [], [], []
         for tp, records in batch.items():
             if tp.topic == topics.INGEST:
@@ -226,6 +226,12 @@ class Pipeline:
                 clean += records
             else:
                 dead += records
+        return ingest, clean, dead
+
+    async def _finish(self, ingest: Sequence[Any], clean: Sequence[Any], dead: Sequence[Any],
+                      published: Published | None, offsets: dict[TopicPartition, int]) -> None:
+        """The stages that touch window state or ClickHouse, then the commit of ``offsets``. ``published``: the
+        clean events the combined stages already published (None: clean the ``ingest`` records here)."""
         async with self._lock:
             if published is not None:
                 out = await self._count(*published)
@@ -239,7 +245,7 @@ class Pipeline:
             await self._publish(out)
             if dead:
                 await self._in_executor(self._store_dead_letters, dead)
-            await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            await self._commit(offsets)
 
     def _clean(self, records: Sequence[Any]) -> list[tuple[Any, Routed]]:
         """Each ingest record with its clean event or dead letter."""
@@ -267,18 +273,17 @@ class Pipeline:
         counted: list[tuple[int, Routed]] = []  # (index in out, clean event) of the events counted here
         rekeyed = 0
         for rec, routed in self._clean(records):
-            if routed.kind is not None and routed.key != rec.key and (
-                    await self._partition(topics.INGEST, routed.key) != rec.partition):
-                out.append((topics.INGEST, routed.key, rec.value or b""))  # counted where it comes back
+            if routed.kind is None:  # a dead letter
                 partitions.append(None)
+                out.append((routed.topic, routed.key, routed.value))
+            elif routed.key != rec.key and await self._partition(topics.INGEST, routed.key) != rec.partition:
+                partitions.append(None)
+                out.append((topics.INGEST, routed.key, rec.value or b""))  # counted where it comes back
                 rekeyed += 1
-                continue
-            if routed.kind is not None:
+            else:
                 counted.append((len(out), routed))
                 partitions.append(rec.partition)  # = its key's partition: no second murmur2
-            else:
-                partitions.append(None)
-            out.append((routed.topic, routed.key, routed.value))
+                out.append((routed.topic, routed.key, routed.value))
         if rekeyed:
             metrics.EVENTS_OUT.labels("cleaner", "rekeyed").inc(rekeyed)
         positions = await self._publish(out, partitions)

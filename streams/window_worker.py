@@ -1,6 +1,6 @@
 """The window stage between the pipeline and the store: load state, fold entities, persist, finalise.
 
-Blocking (ClickHouse I/O): the agents run every call on one dedicated thread, one call at a time.
+Blocking (ClickHouse I/O): the pipeline runs every call on one dedicated thread, one call at a time.
 """
 
 from __future__ import annotations
