@@ -162,9 +162,28 @@ class CaseRules:
     max_duration_ms: int
 
 
+# a case's aggregates are shared values too: recomputing a changed case gives the same objects for the parts that
+# did not change, which lets the window stage cancel them instead of withdrawing and re-adding them (bounded memo)
+_CREATED = WindowAgg(created=1)
+_REOPENED = WindowAgg(reopened=1)
+_DURATION_AGGS: dict[tuple[str, int, bool], WindowAgg] = {}
+_DURATION_AGGS_MAX = 50_000
+
+
+def _shared_duration_agg(kind: str, duration_ms: int, breached: bool) -> WindowAgg:
+    memo_key = (kind, duration_ms, breached)
+    agg = _DURATION_AGGS.get(memo_key)
+    if agg is None:
+        if len(_DURATION_AGGS) >= _DURATION_AGGS_MAX:
+            _DURATION_AGGS.clear()
+        agg = _DURATION_AGGS[memo_key] = duration_agg(kind, duration_ms, breached)
+    return agg
+
+
 def case_contribution(case: CaseState, dimensions: Iterable[str], window_ms: int, rules: CaseRules
                       ) -> tuple[Contribution, frozenset[str]]:
-    """Cells the case counts in, and the quarantine reasons of durations that are not counted."""
+    """Cells the case counts in, and the quarantine reasons of durations that are not counted. The aggregates
+    may be shared with other cases: never mutate them."""
     dims, dimensions = dict(case.dims), tuple(dimensions)
     out: list[tuple[WindowKey, WindowAgg]] = []
     quarantined: set[str] = set()
@@ -173,9 +192,9 @@ def case_contribution(case: CaseState, dimensions: Iterable[str], window_ms: int
         out.extend((key, agg) for key in cell_keys(dims, dimensions, window_start(at, window_ms)))
 
     if case.created_at is not None:
-        add(case.created_at, WindowAgg(created=1))
+        add(case.created_at, _CREATED)
     for reopened in case.reopened_at:
-        add(reopened, WindowAgg(reopened=1))
+        add(reopened, _REOPENED)
     resolved_at = case.resolved_at
     samples: tuple[tuple[str, int | None, Mapping[str, int]], ...] = (
         ("first_response", case.first_response_at, rules.first_response_sla),
@@ -190,7 +209,7 @@ def case_contribution(case: CaseState, dimensions: Iterable[str], window_ms: int
             quarantined.add("absurd_duration")
         else:
             target = sla.get(case.priority or "")
-            add(at, duration_agg(kind, duration, target is not None and duration > target * 1000))
+            add(at, _shared_duration_agg(kind, duration, target is not None and duration > target * 1000))
     return tuple(out), frozenset(quarantined)
 
 

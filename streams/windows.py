@@ -199,24 +199,38 @@ class Windower:
     def apply(self, source: Source, changes: Iterable[Change]) -> None:
         """Replace the contributions of changed entities. Every key of every old and new contribution must be
         loaded. Equal contribution objects (ratings share them) are added up first and merged into each cell
-        once, scaled by their net count."""
+        once, scaled by their net count; when an entity had a contribution and still has one, only the entries
+        that differ are applied (a case that gets resolved adds its resolution cells and leaves its creation
+        and first-response cells alone: entries are matched by cell key and aggregate identity)."""
         src = self.sources[source]
         weights: dict[int, list[Any]] = {}  # id(contribution) -> [contribution, net count]
+        entries: dict[tuple[WindowKey, int], list[Any]] = {}  # (key, id(aggregate)) -> [key, aggregate, net count]
         for change in changes:
             old = src.entities.pop(change.entity_id, None)  # re-inserted below: most recently changed last
             last_time = max(change.event_time, old.last_event_time if old else change.event_time)
-            if change.old_contribution != change.contribution:
-                for contribution, weight in ((change.old_contribution, -1), (change.contribution, 1)):
-                    if contribution:
-                        entry = weights.setdefault(id(contribution), [contribution, 0])
-                        entry[1] += weight
-            kept = change.contribution if change.keep_contribution else None
+            before, after = change.old_contribution, change.contribution
+            if before != after:
+                if before and after:
+                    for contribution, weight in ((before, -1), (after, 1)):
+                        for key, agg in contribution:
+                            entry = entries.setdefault((key, id(agg)), [key, agg, 0])
+                            entry[2] += weight
+                else:
+                    contribution, weight = (after, 1) if after else (before, -1)
+                    entry = weights.setdefault(id(contribution), [contribution, 0])
+                    entry[1] += weight
+            kept = after if change.keep_contribution else None
             src.entities[change.entity_id] = Entity(change.state, kept, change.quarantined, last_time)
+        cells = src.cells
         for contribution, weight in weights.values():
             if weight:
                 for key, agg in contribution:
-                    src.cells[key].add_scaled(agg, weight)
+                    cells[key].add_scaled(agg, weight)
                     self._touch(src, key)
+        for key, agg, weight in entries.values():
+            if weight:
+                cells[key].add_scaled(agg, weight)
+                self._touch(src, key)
 
     def evict_entities(self, max_per_source: int) -> int:
         """Move the least recently changed entities beyond ``max_per_source`` out of memory (into the Bloom
