@@ -217,6 +217,35 @@ def test_reopened_case_counts_its_new_resolution_once() -> None:
     assert sum(v.reopened for v in cells.values()) == 1
 
 
+def test_resolving_a_case_rewrites_only_its_resolution_cells() -> None:
+    store = MemoryStore()
+    worker = new_worker(store)
+
+    def t(status: str, minutes: int, offset: int) -> Item:
+        return Item(TK, 0, offset, "ticket", {
+            "ticket_id": "c", "event_id": status, "status": status, "event_time": BASE + minutes * 60_000,
+            "priority": "high", "channel": "chat", "team": "a", "agent": None, "category": None,
+            "product": None, "source": "s"})
+
+    written: list[WindowKey] = []
+    write = store.write
+
+    def recording_write(cells: Sequence[CellRow], feedback: Sequence[StoredEvent],
+                        tickets: Sequence[StoredEvent]) -> None:
+        written.extend(row.key for row in cells if row.key[0] != "__checkpoint__")
+        write(cells, feedback, tickets)
+
+    store.write = recording_write  # type: ignore[method-assign]
+    worker.process([t("created", 0, 0), t("first_response", 5, 1)], 0.0)
+    written.clear()
+    worker.process([t("resolved", 30, 2)], 0.0)
+    resolved_start = window_start(BASE + 30 * 60_000, 60_000)
+    assert sorted(written) == sorted((d, v, resolved_start) for d, v in (("all", "all"), ("channel", "chat"),
+                                                                          ("team", "a")))
+    assert store.all_cells() == batch_cells([], [dict(i.record) for i in (t("created", 0, 0),
+                                             t("first_response", 5, 1), t("resolved", 30, 2))], DIMS, 60_000, RULES)
+
+
 def test_negative_duration_is_quarantined_not_counted() -> None:
     store = MemoryStore()
     worker = new_worker(store)
