@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     flush_max_rows: int = 20_000  # window stage: events per batch (cells written per batch barely grow with it)
     flush_max_age_seconds: float = 0.25  # a batch collects input for at most this long (latency vs. insert rate)
     rolling_refresh_seconds: float = 15.0  # how often the rolling CSAT gauges (15m/1h/24h) are read from ClickHouse
-    publish_interval_seconds: float = 1.0  # how often the watermark advances and window results are published
+    # how often the watermark advances and window results are published (0.25: p99 < 1 s at 10k events/s, bench/)
+    publish_interval_seconds: float = 0.25
     future_tolerance_seconds: int = 300  # events stamped further in the future are dead-lettered
     # stored roll-ups of the window cells (sinks/rollups.py), each a multiple of the previous one and of
     # window_seconds, refreshed with every write; empty: off (reports then sum cells at query time)
