@@ -30,7 +30,7 @@ class ClickHouseError(RuntimeError):
 
 
 class ClickHouse(Protocol):
-    """What the sinks and queries need from an engine."""
+    """What the sinks and queries need from an engine. Implementations are thread-safe (calls are serialised)."""
 
     database: str
 
@@ -136,12 +136,14 @@ class ChdbClickHouse:
 
 
 class ServerClickHouse:
-    """A ClickHouse server over the native protocol (clickhouse-driver)."""
+    """A ClickHouse server over the native protocol (clickhouse-driver). Thread-safe: one call at a time on the
+    connection (clickhouse-driver's Client is not)."""
 
     def __init__(self, host: str, port: int, user: str, password: str, database: str) -> None:
         from clickhouse_driver import Client
 
         self.database = database
+        self._lock = threading.Lock()
         settings = {"allow_experimental_low_cardinality_type": 1, "strings_as_bytes": False}
         self._client = Client(host=host, port=port, user=user, password=password, database="default",
                               settings=settings, connect_timeout=5, send_receive_timeout=60)
@@ -151,24 +153,27 @@ class ServerClickHouse:
         self.query(sql, params)
 
     def query(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
-        try:
-            return list(self._client.execute(sql, dict(params) if params else None))
-        except Exception as exc:  # clickhouse_driver.errors.Error, socket errors, EOFError
-            self._client.disconnect()
-            raise ClickHouseError(str(exc)) from exc
+        with self._lock:
+            try:
+                return list(self._client.execute(sql, dict(params) if params else None))
+            except Exception as exc:  # clickhouse_driver.errors.Error, socket errors, EOFError
+                self._client.disconnect()
+                raise ClickHouseError(str(exc)) from exc
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
         data = list(zip(*rows, strict=True))  # columnar: transposed once here, not converted row by row
-        try:
-            self._client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", data, columnar=True)
-        except Exception as exc:
-            self._client.disconnect()
-            raise ClickHouseError(str(exc)) from exc
+        with self._lock:
+            try:
+                self._client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", data, columnar=True)
+            except Exception as exc:
+                self._client.disconnect()
+                raise ClickHouseError(str(exc)) from exc
 
     def close(self) -> None:
-        self._client.disconnect()
+        with self._lock:
+            self._client.disconnect()
 
 
 def connect(url: str) -> ClickHouse:

@@ -8,8 +8,9 @@ around pure functions, and commits a batch's offsets only after its writes were 
   dead-letter topic. While ClickHouse is down the batch waits (retrying with back-off) and nothing more is
   fetched beyond aiokafka's bounded prefetch: that is the back-pressure.
 - dead letters: dead-letter topic -> table ``dead_letters``; committed once ClickHouse accepted them.
-- every ``publish_interval_seconds``: advance the watermark, publish window results (current and final) to the
-  metrics topic.
+- every ``publish_interval_seconds``: advance the watermark (between two batches), then read the window results
+  (current and final) from ClickHouse on a second thread while the next batch is counted, and publish them to
+  the metrics topic.
 
 A worker that runs both the clean and the window stage counts the events it cleaned without reading them back
 from Kafka ("combined": no second batch wait, no Avro decode). It subscribes to the ingest topic only; a clean
@@ -103,6 +104,9 @@ class Pipeline:
             raise ValueError(f"worker_stages must be a non-empty subset of {sorted(STAGE_TOPICS)}")
         self.combined = {"clean", "window"} <= self.stages  # confirmed by start() (co-partitioned topics)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        # window results are read here, off the critical path: at 0.25 s per tick the reads took 15 % of the
+        # window stage's thread when they ran on it
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-reader")
         self._lock = asyncio.Lock()
         self._window_worker: WindowWorker | None = None
         self._dead_letters: DeadLetterStore | None = None
@@ -159,6 +163,7 @@ class Pipeline:
             except ClickHouseError as exc:
                 log.warning("roll-ups not refreshed at stop (recomputed at the next start): %s", exc)
         self._executor.shutdown(wait=True)
+        self._reader.shutdown(wait=False, cancel_futures=True)  # reads only: nothing to finish
 
     def request_stop(self) -> None:
         """Let :meth:`run` return after the batch in flight (committed) or the current wait for input."""
@@ -209,8 +214,12 @@ class Pipeline:
             await self._update_lag()
             if "window" not in self.stages or self._window_worker is None:
                 continue
+            worker = self._window_worker
+            now = time.time()
             async with self._lock:
-                results = await self._in_executor(self._window_worker.tick, time.time())
+                final, current = await self._in_executor(worker.advance, now)
+            results = await asyncio.get_running_loop().run_in_executor(self._reader, worker.results, final,
+                                                                       current, now)
             now_ms = int(time.time() * 1000)
             await self._publish([(topics.METRICS, *encode_window_result(r, self.settings.window_seconds, now_ms))
                                  for r in results])

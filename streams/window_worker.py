@@ -100,7 +100,7 @@ class WindowWorker:
         self.dimensions = tuple(dimensions)
         self.rules = rules
         self.retry_max_seconds = retry_max_seconds
-        self.rolling_interval_seconds = rolling_interval_seconds  # how often tick() refreshes the rolling gauges
+        self.rolling_interval_seconds = rolling_interval_seconds  # how often results() refreshes the rolling gauges
         self.max_entities_per_source = max_entities_per_source  # ratings/cases kept in memory per partition
         self._sleep = sleep
         self._late_reported = 0
@@ -237,16 +237,24 @@ class WindowWorker:
         _observe(result)
         return result
 
-    def tick(self, now: float) -> list[WindowResult]:
-        """Advance the watermark; returns final windows (new, or corrected by late events) and current
-        results of open windows changed since the last tick, with totals read from the store (every
-        worker's sources); updates the gauges from final windows."""
+    def advance(self, now: float) -> tuple[set[WindowKey], set[WindowKey]]:
+        """Advance the watermark: returns (final, current) as :meth:`Windower.finalise` does, and refreshes the
+        roll-ups still due. Call only when every processed batch is persisted (under the pipeline's lock, on the
+        thread that runs :meth:`process`)."""
         final, current = self.windower.finalise(now)
         metrics.LATE_EVENTS.inc(self.windower.late_events - self._late_reported)
         self._late_reported = self.windower.late_events
         watermark = self.windower.watermark(now)
         if watermark >= 0:
             metrics.WATERMARK_DELAY.set(max(0.0, now - watermark / 1000))
+        self._retry("roll-up", self.store.refresh_rollups)
+        return final, current
+
+    def results(self, final: set[WindowKey], current: set[WindowKey], now: float) -> list[WindowResult]:
+        """The results of what :meth:`advance` returned: final windows (new, or corrected by late events) and
+        current results of open windows, with totals read from the store (every worker's sources); updates the
+        gauges from final windows and, every ``rolling_interval_seconds``, the rolling gauges. Only reads the
+        store, so it may run while the next batch is processed (one call at a time)."""
         keys = final | current
         totals = self._retry("read", lambda: self.store.totals(keys)) if keys else {}
         window = f"{self.windower.window_ms // 1000}s"
@@ -259,7 +267,6 @@ class WindowWorker:
             metrics.WINDOW_RATED.labels(dimension, value, window).set(agg.rated)
             if agg.csat_percent is not None:  # undefined CSAT is left out, never exported as 0 or NaN
                 metrics.WINDOW_CSAT.labels(dimension, value, window).set(agg.csat_percent)
-        self._retry("roll-up", self.store.refresh_rollups)
         if now - self._rolling_at >= self.rolling_interval_seconds:
             self._rolling_at = now
             self._set_rolling(self._retry("read", lambda: self.store.rolling_totals(

@@ -412,7 +412,7 @@ def test_rolling_csat_gauges_cover_their_periods() -> None:
                                          "event_time": (now - age) * 1000, "satisfied": ok})
              for i, (age, ok) in enumerate(ages)]
     worker.process(items, float(now))
-    worker.tick(float(now))
+    worker.results(*worker.advance(float(now)), float(now))
 
     def gauge(name: str, period: str) -> float | None:
         return metrics.REGISTRY.get_sample_value(name, {"dimension": "all", "value": "all", "period": period})
@@ -421,5 +421,5 @@ def test_rolling_csat_gauges_cover_their_periods() -> None:
     csat = [gauge("satpulse_rolling_csat_percent", p) for p in ("15m", "1h", "24h")]
     assert csat == [100, 50, pytest.approx(200 / 3)]
     # a day later nothing is in any period: the label sets are removed, CSAT is absent, never 0
-    worker.tick(float(now + 2 * 86400))
+    worker.results(*worker.advance(float(now + 2 * 86400)), float(now + 2 * 86400))
     assert gauge("satpulse_rolling_rated", "24h") is None and gauge("satpulse_rolling_csat_percent", "15m") is None
