@@ -161,9 +161,9 @@ class WindowWorker:
         w = self.windower
         while True:
             self._prepare_source(source)
-            new = [i for i in items if w.is_new(source, i.offset)]
-            for item in items:
-                w.observe(source, item.offset, item.record["event_time"], now)
+            persisted = w.sources[source].persisted_offset  # offsets at or below it are in the store (replays)
+            new = [i for i in items if i.offset > persisted]
+            w.observe(source, max(i.offset for i in items), max(i.record["event_time"] for i in items), now)
             metrics.REPLAY_SKIPPED.inc(len(items) - len(new))
             if not new:
                 return
@@ -185,7 +185,7 @@ class WindowWorker:
                     states[eid] = apply_ticket_event(old, item.record)
                 last_item[eid] = item
             changes = []
-            keys: set[WindowKey] = set()
+            contributions: dict[int, Contribution] = {}  # distinct contributions (ratings share them), by id
             for eid, state in states.items():
                 known = w.entity(source, eid)
                 old_contribution: Contribution = ()
@@ -195,8 +195,8 @@ class WindowWorker:
                                         else self._contribution(kind, known.state)[0])
                     old_quarantine = known.quarantined
                 contribution, quarantine = self._contribution(kind, state)
-                keys.update(k for k, _ in old_contribution)
-                keys.update(k for k, _ in contribution)
+                contributions[id(old_contribution)] = old_contribution
+                contributions[id(contribution)] = contribution
                 # a rating's contribution is cheap to recompute: only cases keep theirs in memory
                 changes.append(Change(eid, state, old_contribution, contribution, last_item[eid].record["event_time"],
                                       quarantine, keep_contribution=kind == "ticket"))
@@ -206,8 +206,9 @@ class WindowWorker:
                         if at_and_ms is not None and at_and_ms != _duration_sample(old_contribution, sample):
                             result.durations.append((sample, dict(state.dims).get("channel") or "unknown",
                                                      state.priority or "none", at_and_ms[1] / 1000))
-                for reason in quarantine - old_quarantine:
+                for reason in quarantine - old_quarantine if quarantine else ():
                     result.quarantined.append(Quarantined(last_item[eid], reason, _describe(state, reason)))
+            keys = {k for contribution in contributions.values() for k, _ in contribution}
             if not self._load_cells(source, keys):
                 continue  # state was dropped: start this source over from the store
             w.apply(source, changes)

@@ -146,10 +146,6 @@ class Windower:
         """Forget a source's state (not its clock), to be loaded again from the store."""
         self.sources.pop(source, None)
 
-    def is_new(self, source: Source, offset: int) -> bool:
-        """False for an offset already contained in the store (a replay)."""
-        return offset > self.sources[source].persisted_offset
-
     def missing_entities(self, source: Source, ids: Iterable[str]) -> set[str]:
         """Ids to look up in the store: not in memory, and the store may hold them."""
         state = self.sources[source]
@@ -188,7 +184,8 @@ class Windower:
 
     # --- processing -------------------------------------------------------------------------------------
     def observe(self, source: Source, offset: int, event_time: int, now: float) -> None:
-        """Record an arrival for the watermark (every event, replays included)."""
+        """Record arrivals for the watermark (every event, replays included): of one event, or of a batch with
+        its highest offset and its latest event time."""
         clock = self.clocks.setdefault(source, SourceClock(-1, now))
         clock.last_arrival = now
         clock.max_event_time = max(clock.max_event_time, event_time)
