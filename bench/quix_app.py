@@ -146,15 +146,17 @@ def _rating_to(s: RatingState) -> list[Any]:
 def _case_from(data: dict[str, Any] | None) -> CaseState | None:
     if data is None:
         return None
-    return CaseState(frozenset(data["ids"]), data["created"], data["first_response"], data["resolved"],
-                     data["closed"], tuple(data["reopened"]), data["priority"],
-                     tuple((k, v) for k, v in data["dims"]), tuple(data["stamp"]), data["last"])
+    return CaseState(event_ids=frozenset(data["ids"]), created_at=data["created"],
+                     first_response_at=data["first_response"], resolved_at=data["resolved"],
+                     closed_at=data["closed"], reopened_at=tuple(data["reopened"]), priority=data["priority"],
+                     dims=tuple((k, v) for k, v in data["dims"]), dims_stamp=tuple(data["stamp"]),
+                     priority_stamp=tuple(data["priority_stamp"]), last_event_time=data["last"])
 
 
 def _case_to(c: CaseState) -> dict[str, Any]:
     return {"ids": list(c.event_ids), "created": c.created_at, "first_response": c.first_response_at,
             "resolved": c.resolved_at, "closed": c.closed_at, "reopened": c.reopened_at, "priority": c.priority,
-            "dims": c.dims, "stamp": c.dims_stamp, "last": c.last_event_time}
+            "dims": c.dims, "stamp": c.dims_stamp, "priority_stamp": c.priority_stamp, "last": c.last_event_time}
 
 
 def _deltas(old: Contribution, new: Contribution) -> list[dict[str, Any]]:

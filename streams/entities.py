@@ -12,7 +12,8 @@ Case rules (docs/metrics.md#support-cases):
   resolution time = resolved_at - created_at (full resolution time), counted in the window of resolved_at.
   A reopened case resolved again therefore moves its one resolution to the new time, with the new duration.
 - a duration below zero or above the configured maximum is quarantined: never counted, reported once.
-- SLA breach: a duration above the target for the case's priority (no target: never breached).
+- SLA breach: a duration above the target for the case's priority, named by its newest event that names one
+  (no target: never breached).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class CaseState:
     priority: str | None = None
     dims: tuple[tuple[str, str | None], ...] = ()
     dims_stamp: tuple[int, str] = (-1, "")  # (event_time, event_id) of the event the dims come from
+    priority_stamp: tuple[int, str] = (-1, "")  # the same, of the newest event that named a priority
     last_event_time: int = 0
 
 
@@ -147,9 +149,9 @@ def apply_ticket_event(case: CaseState | None, record: Mapping[str, Any]) -> Cas
     if stamp > case.dims_stamp:  # the newest event names the dimensions (ties: highest event id)
         changes["dims"] = _dims(record)
         changes["dims_stamp"] = stamp
-        changes["priority"] = record.get("priority") or case.priority
-    elif case.priority is None and record.get("priority"):
+    if record.get("priority") and stamp > case.priority_stamp:  # and the newest that has one, the priority
         changes["priority"] = record["priority"]
+        changes["priority_stamp"] = stamp
     return replace(case, **changes)
 
 

@@ -17,6 +17,7 @@ from sinks.window_store import StoredEvent
 from streams.aggregates import WindowAgg
 from streams.entities import (
     CaseRules,
+    CaseState,
     RatingState,
     WindowKey,
     apply_ticket_event,
@@ -144,6 +145,19 @@ def finish(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def case_event(status: str, minutes: int, priority: str | None = "high", team: str | None = None
+               ) -> dict[str, Any]:
+    """A clean lifecycle event of case "c" on the chat channel (event id: status and minute)."""
+    return {"ticket_id": "c", "event_id": f"{status}{minutes}", "status": status,
+            "event_time": BASE + minutes * 60_000, "priority": priority, "channel": "chat", "team": team,
+            "agent": None, "category": None, "product": None, "source": "s"}
+
+
+def case_item(offset: int, status: str, minutes: int, priority: str | None = "high", team: str | None = None
+              ) -> Item:
+    return Item(TK, 0, offset, "ticket", case_event(status, minutes, priority, team))
+
+
 @settings(max_examples=150, deadline=None)
 @given(raw=st.lists(st.one_of(feedback_st, ticket_st), max_size=80), partitions=st.integers(1, 3),
        data=st.data())
@@ -200,16 +214,12 @@ def test_rating_edit_replaces_the_older_version_in_its_window() -> None:
 
 
 def test_reopened_case_counts_its_new_resolution_once() -> None:
-    def t(status: str, minutes: int) -> dict[str, Any]:
-        return {"ticket_id": "c", "event_id": status + str(minutes), "status": status,
-                "event_time": BASE + minutes * 60_000, "priority": "high", "channel": "chat", "team": None,
-                "agent": None, "category": None, "product": None, "source": "s"}
-
+    events = [case_event("created", 0), case_event("resolved", 10), case_event("reopened", 20),
+              case_event("resolved", 40)]
     case = None
-    for record in (t("created", 0), t("resolved", 10), t("reopened", 20), t("resolved", 40)):
+    for record in events:
         case = apply_ticket_event(case, record)
-    cells = batch_cells([], [t("created", 0), t("resolved", 10), t("reopened", 20), t("resolved", 40)],
-                        ("all",), 60_000, RULES)
+    cells = batch_cells([], events, ("all",), 60_000, RULES)
     resolved = {k: v for k, v in cells.items() if v.resolved}
     assert list(resolved) == [("all", "all", BASE + 40 * 60_000 - (BASE + 40 * 60_000) % 60_000)]
     agg = next(iter(resolved.values()))
@@ -221,12 +231,8 @@ def test_resolving_a_case_rewrites_only_its_resolution_cells() -> None:
     store = MemoryStore()
     worker = new_worker(store)
 
-    def t(status: str, minutes: int, offset: int) -> Item:
-        return Item(TK, 0, offset, "ticket", {
-            "ticket_id": "c", "event_id": status, "status": status, "event_time": BASE + minutes * 60_000,
-            "priority": "high", "channel": "chat", "team": "a", "agent": None, "category": None,
-            "product": None, "source": "s"})
-
+    items = [case_item(0, "created", 0, team="a"), case_item(1, "first_response", 5, team="a"),
+             case_item(2, "resolved", 30, team="a")]
     written: list[WindowKey] = []
     write = store.write
 
@@ -236,30 +242,23 @@ def test_resolving_a_case_rewrites_only_its_resolution_cells() -> None:
         write(cells, feedback, tickets)
 
     store.write = recording_write  # type: ignore[method-assign]
-    worker.process([t("created", 0, 0), t("first_response", 5, 1)], 0.0)
+    worker.process(items[:2], 0.0)
     written.clear()
-    worker.process([t("resolved", 30, 2)], 0.0)
+    worker.process(items[2:], 0.0)
     resolved_start = window_start(BASE + 30 * 60_000, 60_000)
     assert sorted(written) == sorted((d, v, resolved_start) for d, v in (("all", "all"), ("channel", "chat"),
                                                                           ("team", "a")))
-    assert store.all_cells() == batch_cells([], [dict(i.record) for i in (t("created", 0, 0),
-                                             t("first_response", 5, 1), t("resolved", 30, 2))], DIMS, 60_000, RULES)
+    assert store.all_cells() == batch_cells([], [dict(i.record) for i in items], DIMS, 60_000, RULES)
 
 
 def test_negative_duration_is_quarantined_not_counted() -> None:
     store = MemoryStore()
     worker = new_worker(store)
 
-    def t(status: str, minutes: int, offset: int) -> Item:
-        return Item(TK, 0, offset, "ticket", {
-            "ticket_id": "c", "event_id": status, "status": status, "event_time": BASE + minutes * 60_000,
-            "priority": None, "channel": "chat", "team": None, "agent": None, "category": None, "product": None,
-            "source": "s"})
-
-    result = worker.process([t("resolved", 0, 0), t("created", 5, 1)], 0.0)
+    result = worker.process([case_item(0, "resolved", 0, None), case_item(1, "created", 5, None)], 0.0)
     assert [q.reason for q in result.quarantined] == ["negative_duration"]
     assert sum(v.resolved for v in store.all_cells().values()) == 0
-    assert worker.process([t("first_response", 6, 2)], 0.0).quarantined == []  # reported once
+    assert worker.process([case_item(2, "first_response", 6, None)], 0.0).quarantined == []  # reported once
 
 
 def test_store_outage_is_retried_until_it_succeeds() -> None:
@@ -357,29 +356,19 @@ def test_resolution_histogram_observed_once_per_new_resolution() -> None:
     store = MemoryStore()
     worker = new_worker(store)
 
-    def t(status: str, minutes: int, offset: int) -> Item:
-        return Item(TK, 0, offset, "ticket", {
-            "ticket_id": "c", "event_id": status + str(minutes), "status": status,
-            "event_time": BASE + minutes * 60_000, "priority": "high", "channel": "chat", "team": None,
-            "agent": None, "category": None, "product": None, "source": "s"})
-
-    result = worker.process([t("created", 0, 0), t("resolved", 30, 1)], 0.0)
+    result = worker.process([case_item(0, "created", 0), case_item(1, "resolved", 30)], 0.0)
     assert result.durations == [("resolution", "chat", "high", 1800.0)]
     # a first response is observed once; the resolution is unchanged by it
-    assert worker.process([t("first_response", 5, 2)], 0.0).durations == [("first_response", "chat", "high", 300.0)]
-    assert worker.process([t("resolved", 90, 3)], 0.0).durations == [("resolution", "chat", "high", 5400.0)]
+    assert worker.process([case_item(2, "first_response", 5)], 0.0).durations == [
+        ("first_response", "chat", "high", 300.0)]
+    assert worker.process([case_item(3, "resolved", 90)], 0.0).durations == [("resolution", "chat", "high", 5400.0)]
 
 
 def test_absurd_duration_is_quarantined() -> None:
     worker = new_worker(MemoryStore())
 
-    def t(status: str, hours: int, offset: int) -> Item:
-        return Item(TK, 0, offset, "ticket", {
-            "ticket_id": "c", "event_id": status, "status": status, "event_time": BASE + hours * 3600_000,
-            "priority": None, "channel": "chat", "team": None, "agent": None, "category": None, "product": None,
-            "source": "s"})
-
-    result = worker.process([t("created", 0, 0), t("resolved", 4, 1)], 0.0)  # max duration is 3 h here
+    result = worker.process([case_item(0, "created", 0, None), case_item(1, "resolved", 4 * 60, None)], 0.0)
+    # the longest duration believed is 3 h here
     assert [q.reason for q in result.quarantined] == ["absurd_duration"]
 
 
@@ -423,3 +412,20 @@ def test_rolling_csat_gauges_cover_their_periods() -> None:
     # a day later nothing is in any period: the label sets are removed, CSAT is absent, never 0
     worker.results(*worker.advance(float(now + 2 * 86400)), float(now + 2 * 86400))
     assert gauge("satpulse_rolling_rated", "24h") is None and gauge("satpulse_rolling_csat_percent", "15m") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(st.tuples(st.sampled_from(["created", "first_response", "resolved", "reopened"]),
+                                 st.integers(0, 3), st.sampled_from(["high", "low", None])), max_size=8),
+       data=st.data())
+def test_case_state_is_the_same_for_any_arrival_order(events: list[tuple[str, int, str | None]],
+                                                      data: st.DataObject) -> None:
+    records = [{**case_event(status, minutes, priority), "event_id": f"e{i}"}
+               for i, (status, minutes, priority) in enumerate(events)]
+    def fold(order: Sequence[dict[str, Any]]) -> CaseState | None:
+        case = None
+        for record in order:
+            case = apply_ticket_event(case, record)
+        return case
+
+    assert fold(records) == fold(data.draw(st.permutations(records)))
