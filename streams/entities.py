@@ -169,7 +169,7 @@ class CaseRules:
 _CREATED = WindowAgg(created=1)
 _REOPENED = WindowAgg(reopened=1)
 _DURATION_AGGS: dict[tuple[str, int, bool], WindowAgg] = {}
-_DURATION_AGGS_MAX = 50_000
+_DURATION_AGGS_MAX = 10_000  # ~600 bytes each
 
 
 def _shared_duration_agg(kind: str, duration_ms: int, breached: bool) -> WindowAgg:
