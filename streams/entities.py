@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import partial
+from typing import Any, Generic, TypeVar
 
 from streams.aggregates import WindowAgg, duration_agg, rating_agg
 
@@ -36,25 +37,41 @@ def window_start(event_time_ms: int, window_ms: int) -> int:
     return event_time_ms - event_time_ms % window_ms
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Shared(Generic[K, V]):
+    """A bounded memo of immutable values that many entities share instead of holding copies; cleared when it
+    reaches ``limit`` entries (values handed out stay valid: they are never mutated)."""
+
+    def __init__(self, limit: int) -> None:
+        self._values: dict[K, V] = {}
+        self._limit = limit
+
+    def get(self, key: K, build: Callable[[], V]) -> V:
+        value = self._values.get(key)
+        if value is None:
+            if len(self._values) >= self._limit:
+                self._values.clear()
+            value = self._values[key] = build()
+        return value
+
+
 def cell_keys(dims: Mapping[str, str | None], dimensions: Iterable[str], start: int) -> list[WindowKey]:
     """One cell per configured dimension; ``all`` is the total."""
     return [(d, "all" if d == "all" else (dims.get(d) or UNKNOWN), start) for d in dimensions]
 
 
 # one shared tuple per distinct combination of dimension values: thousands of entities point to the same few
-# combinations, so sharing them halves an entity's memory. Cleared when it grows past the bound.
-_DIMS_SHARED: dict[tuple[tuple[str, str | None], ...], tuple[tuple[str, str | None], ...]] = {}
-_DIMS_SHARED_MAX = 100_000
+# combinations, so sharing them halves an entity's memory
+Dims = tuple[tuple[str, str | None], ...]
+_SHARED_DIMS: _Shared[Dims, Dims] = _Shared(100_000)
 
 
-def _dims(record: Mapping[str, Any]) -> tuple[tuple[str, str | None], ...]:
+def _dims(record: Mapping[str, Any]) -> Dims:
     dims = tuple((name, record.get(name)) for name in DIMENSION_FIELDS)
-    shared = _DIMS_SHARED.get(dims)
-    if shared is None:
-        if len(_DIMS_SHARED) >= _DIMS_SHARED_MAX:
-            _DIMS_SHARED.clear()
-        shared = _DIMS_SHARED[dims] = dims
-    return shared
+    return _SHARED_DIMS.get(dims, lambda: dims)
 
 
 # --- ratings ----------------------------------------------------------------------------------------------
@@ -81,9 +98,8 @@ def newer_rating(old: RatingState | None, new: RatingState) -> RatingState:
     return old
 
 
-# contributions are values: ratings with equal dimensions, window, verdict and score share one (bounded memo)
-_RATING_CONTRIBUTIONS: dict[tuple[Any, ...], Contribution] = {}
-_RATING_CONTRIBUTIONS_MAX = 20_000
+# contributions are values: ratings with equal dimensions, window, verdict and score share one
+_RATING_CONTRIBUTIONS: _Shared[tuple[Any, ...], Contribution] = _Shared(20_000)
 
 
 def rating_contribution(state: RatingState, dimensions: Iterable[str], window_ms: int) -> Contribution:
@@ -92,15 +108,13 @@ def rating_contribution(state: RatingState, dimensions: Iterable[str], window_ms
         return ()
     dimensions = tuple(dimensions)
     start = window_start(state.event_time, window_ms)
-    memo_key = (state.dims, start, state.satisfied, state.score, dimensions)
-    contribution = _RATING_CONTRIBUTIONS.get(memo_key)
-    if contribution is None:
-        agg = rating_agg(state.satisfied, state.score)
-        contribution = tuple((key, agg) for key in cell_keys(dict(state.dims), dimensions, start))
-        if len(_RATING_CONTRIBUTIONS) >= _RATING_CONTRIBUTIONS_MAX:
-            _RATING_CONTRIBUTIONS.clear()
-        _RATING_CONTRIBUTIONS[memo_key] = contribution
-    return contribution
+    satisfied, score = state.satisfied, state.score
+
+    def build() -> Contribution:
+        agg = rating_agg(satisfied, score)
+        return tuple((key, agg) for key in cell_keys(dict(state.dims), dimensions, start))
+
+    return _RATING_CONTRIBUTIONS.get((state.dims, start, satisfied, score, dimensions), build)
 
 
 # --- support cases ----------------------------------------------------------------------------------------
@@ -165,37 +179,14 @@ class CaseRules:
 
 
 # a case's aggregates are shared values too: recomputing a changed case gives the same objects for the parts that
-# did not change, which lets the window stage cancel them instead of withdrawing and re-adding them (bounded memo)
+# did not change, which lets the window stage cancel them instead of withdrawing and re-adding them
 _CREATED = WindowAgg(created=1)
 _REOPENED = WindowAgg(reopened=1)
-_DURATION_AGGS: dict[tuple[str, int, bool], WindowAgg] = {}
-_DURATION_AGGS_MAX = 10_000  # ~600 bytes each
-
-
-def _shared_duration_agg(kind: str, duration_ms: int, breached: bool) -> WindowAgg:
-    memo_key = (kind, duration_ms, breached)
-    agg = _DURATION_AGGS.get(memo_key)
-    if agg is None:
-        if len(_DURATION_AGGS) >= _DURATION_AGGS_MAX:
-            _DURATION_AGGS.clear()
-        agg = _DURATION_AGGS[memo_key] = duration_agg(kind, duration_ms, breached)
-    return agg
-
-
+_DURATION_AGGS: _Shared[tuple[str, int, bool], WindowAgg] = _Shared(10_000)  # ~600 bytes each
 # the cell keys of one combination of dimension values and window start, and the (key, aggregate) pairs of a
 # creation or reopening there, shared by every case they apply to: a case kept in memory then holds references
-# instead of ~21 tuples of its own (3.9 -> 2.0 KB per resolved case). Bounded; cleared when full.
-_CASE_CELLS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-_CASE_CELLS_MAX = 50_000
-
-
-def _shared_cells(memo_key: tuple[Any, ...], build: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
-    cells = _CASE_CELLS.get(memo_key)
-    if cells is None:
-        if len(_CASE_CELLS) >= _CASE_CELLS_MAX:
-            _CASE_CELLS.clear()
-        cells = _CASE_CELLS[memo_key] = build()
-    return cells
+# instead of ~21 tuples of its own (3.9 -> 2.0 KB per resolved case)
+_CASE_CELLS: _Shared[tuple[Any, ...], tuple[Any, ...]] = _Shared(50_000)
 
 
 def case_contribution(case: CaseState, dimensions: Iterable[str], window_ms: int, rules: CaseRules
@@ -208,10 +199,10 @@ def case_contribution(case: CaseState, dimensions: Iterable[str], window_ms: int
 
     def add(at: int, agg: WindowAgg) -> None:
         start = window_start(at, window_ms)
-        keys = _shared_cells((case.dims, dimensions, start), lambda: tuple(cell_keys(dims, dimensions, start)))
+        keys = _CASE_CELLS.get((case.dims, dimensions, start), lambda: tuple(cell_keys(dims, dimensions, start)))
         if agg is _CREATED or agg is _REOPENED:
-            out.extend(_shared_cells((case.dims, dimensions, start, agg is _CREATED),
-                                     lambda: tuple((key, agg) for key in keys)))
+            out.extend(_CASE_CELLS.get((case.dims, dimensions, start, agg is _CREATED),
+                                       lambda: tuple((key, agg) for key in keys)))
         else:
             out.extend((key, agg) for key in keys)
 
@@ -233,7 +224,8 @@ def case_contribution(case: CaseState, dimensions: Iterable[str], window_ms: int
             quarantined.add("absurd_duration")
         else:
             target = sla.get(case.priority or "")
-            add(at, _shared_duration_agg(kind, duration, target is not None and duration > target * 1000))
+            breached = target is not None and duration > target * 1000
+            add(at, _DURATION_AGGS.get((kind, duration, breached), partial(duration_agg, kind, duration, breached)))
     return tuple(out), frozenset(quarantined)
 
 
