@@ -152,24 +152,23 @@ class ServerClickHouse:
     def execute(self, sql: str, params: Params | None = None) -> None:
         self.query(sql, params)
 
-    def query(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+    def _execute(self, sql: str, params: Any, **kwargs: Any) -> Any:
+        """One call on the connection at a time; a failed call drops the connection (reconnected on the next)."""
         with self._lock:
             try:
-                return list(self._client.execute(sql, dict(params) if params else None))
+                return self._client.execute(sql, params, **kwargs)
             except Exception as exc:  # clickhouse_driver.errors.Error, socket errors, EOFError
                 self._client.disconnect()
                 raise ClickHouseError(str(exc)) from exc
+
+    def query(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        return list(self._execute(sql, dict(params) if params else None))
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
         data = list(zip(*rows, strict=True))  # columnar: transposed once here, not converted row by row
-        with self._lock:
-            try:
-                self._client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", data, columnar=True)
-            except Exception as exc:
-                self._client.disconnect()
-                raise ClickHouseError(str(exc)) from exc
+        self._execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", data, columnar=True)
 
     def close(self) -> None:
         with self._lock:
