@@ -1,11 +1,17 @@
 """Memory of our worker as its input grows (issue 7); ``bench/run.py --modes memory``.
 
-Two runs of ONE ``satpulse worker`` (chDB, ``--partitions`` partitions, the throughput table's 5 h grace), each
-on a fresh namespace, each followed exactly like "ours" in the throughput table (``run.follow_until_all``):
+Runs of ONE ``satpulse worker`` (chDB, ``--partitions`` partitions), each on a fresh namespace, each followed
+exactly like "ours" in the throughput table (``run.follow_until_all``):
 
 1. open cases: ``max(--memory-cases)`` ticket ``created`` events of distinct cases that are never answered or
-   resolved (the raw ingest shape of ``satpulse.sample.sample_ticket_events``, created within the last hour);
-2. the normal mix: ``max(--memory-mix)`` events of ``run.generate`` (as the throughput table).
+   resolved (the raw ingest shape of ``satpulse.sample.sample_ticket_events``, created within the last hour,
+   shuffled; the throughput table's 5 h grace, so none is late);
+2. a steady stream: ``max(--memory-stream)`` events of ``run.generate(n, hours=--memory-stream-hours)``: the
+   throughput table's mix in event-time order over that many hours, default grace (windows close and leave
+   memory as in production; ratings and cases stay until ``entity_cache_per_partition`` is full);
+3. optional, ``--memory-mix``: the throughput input itself (shuffled over 4 h of event time, 5 h grace). Its
+   memory grows with N for as long as the run lasts, by construction: no window closes, every case's lifecycle
+   arrives piecemeal (its contribution grows as more of it arrives) and cases stay until the cache is full.
 
 Peak RSS is the worker's ``VmHWM``; at each checkpoint c it is read at the first poll where at least c events
 went through both stages (``n - lag`` over ingest + feedback + tickets), so the checkpoints of one run show how
@@ -20,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from run import (
+    GRACE_SECONDS,
     Result,
     follow_workers,
     fresh_namespace,
@@ -58,15 +65,15 @@ def open_cases(n: int) -> list[tuple[bytes, bytes]]:
 
 
 def run_input(args: argparse.Namespace, label: str, messages: list[tuple[bytes, bytes]], checkpoints: list[int],
-              tmp: Path) -> tuple[Result, float]:
-    """Produce ``messages`` to a fresh namespace, run one worker over them; returns (result, RSS MB of the
-    worker right after start-up)."""
+              grace_seconds: int | None, tmp: Path) -> tuple[Result, float]:
+    """Produce ``messages`` to a fresh namespace, run one worker over them (``grace_seconds=None``: the default
+    grace); returns (result, RSS MB of the worker right after start-up)."""
     bootstrap = get_settings().kafka_bootstrap
     ns = fresh_namespace(args.partitions, "mem")
     produce(bootstrap, topics.for_namespace(ns).ingest, messages)
     worker_id = f"bench-memory-{uuid.uuid4().hex[:8]}"
     launched = time.monotonic()
-    workers = start_workers(worker_env(ns, worker_id, args.partitions, f"chdb://{tmp / ns}"), 1, tmp, ns)
+    workers = start_workers(worker_env(ns, worker_id, args.partitions, f"chdb://{tmp / ns}", grace_seconds), 1, tmp, ns)
     assert workers[0].proc is not None
     idle_mb = proc_hwm_mb(workers[0].proc.pid)
     try:
@@ -94,18 +101,22 @@ def rows(result: Result, idle_mb: float, checkpoints: list[int], unit: str) -> l
 
 
 def main(args: argparse.Namespace, command: str) -> int:
-    """The open-case run, then the normal-mix run; writes the section "Memory"."""
+    """The open-case run, the steady stream, the shuffled mix (each unless its checkpoints are empty); writes
+    the section "Memory"."""
     lines = ["| input | processed (both stages) | peak RSS MB (VmHWM) | MB per 1,000 more events | note |",
              "|---|---:|---:|---:|---|"]
     status = 0
     with scratch_dir() as tmp:
-        runs = [("open cases (ticket created only)", args.memory_cases, "cases", open_cases),
-                ("normal mix (throughput input)", args.memory_mix, "events", generate)]
-        for label, checkpoints, unit, make in runs:
+        hours = args.memory_stream_hours
+        runs = [("open cases (ticket created only)", args.memory_cases, "cases", open_cases, GRACE_SECONDS),
+                (f"steady stream ({hours:g} h in event-time order, default grace)", args.memory_stream, "events",
+                 lambda n: generate(n, hours=hours), None),
+                ("shuffled mix (throughput input, 5 h grace)", args.memory_mix, "events", generate, GRACE_SECONDS)]
+        for label, checkpoints, unit, make, grace in runs:
             if not checkpoints:
                 continue
             print(f"memory: {label}, {max(checkpoints):,} events ...", flush=True)
-            result, idle_mb = run_input(args, label, make(max(checkpoints)), checkpoints, tmp)
+            result, idle_mb = run_input(args, label, make(max(checkpoints)), checkpoints, grace, tmp)
             lines += rows(result, idle_mb, checkpoints, unit)
             print("\n".join(lines), flush=True)
             status |= result.rate is None

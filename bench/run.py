@@ -106,18 +106,27 @@ def proc_hwm_mb(pid: int) -> float:
 # ----------------------------------------------------------------------------------------------- data
 
 
-def generate(n: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
-    """``n`` raw submissions as (key, JSON value): ~80 % feedback, ~20 % ticket lifecycle events, shuffled.
+def generate(n: int, seed: int = 7, hours: float | None = None) -> list[tuple[bytes, bytes]]:
+    """``n`` raw submissions as (key, JSON value): ~80 % feedback, ~20 % ticket lifecycle events.
 
-    Feedback event times lie in the last hour; ticket lifecycles (which span up to 3 h after creation) are
-    created 4 h to 3 h ago, so that no event lies in the future.
+    Default (the throughput input): shuffled; feedback event times lie in the last hour, ticket lifecycles
+    (which span up to 3 h after creation) are created 4 h to 3 h ago, so that no event lies in the future.
+    ``hours``: a steady stream instead, in event-time order; ratings and case creations spread evenly over
+    ``hours`` hours ending 3 h ago (each case's later events follow at their own times).
     """
     now_ms = int(time.time() * 1000)
-    tickets = list(sample_ticket_events(max(1, int(n * 0.2 / 3.2)), now_ms - 4 * 3_600_000, 3_600_000, seed))
-    tickets = tickets[: n // 5]
-    feedback = list(sample_submissions(n - len(tickets), now_ms - 3_600_000, 3_600_000, seed))
-    events = feedback + tickets
-    random.Random(seed).shuffle(events)
+    cases = max(1, int(n * 0.2 / 3.2))
+    if hours is None:
+        tickets = list(sample_ticket_events(cases, now_ms - 4 * 3_600_000, 3_600_000, seed))[: n // 5]
+        feedback = list(sample_submissions(n - len(tickets), now_ms - 3_600_000, 3_600_000, seed))
+        events = feedback + tickets
+        random.Random(seed).shuffle(events)
+    else:
+        span_ms = int(hours * 3_600_000)
+        start_ms = now_ms - 3 * 3_600_000 - span_ms
+        tickets = list(sample_ticket_events(cases, start_ms, span_ms, seed))[: n // 5]
+        events = sorted(list(sample_submissions(n - len(tickets), start_ms, span_ms, seed)) + tickets,
+                        key=lambda e: int(e["event_time"]))
     return [(key_of(e) or b"", json.dumps(e).encode()) for e in events]
 
 
@@ -611,8 +620,12 @@ def parse_args() -> argparse.Namespace:
     mem = parser.add_argument_group("memory mode")
     mem.add_argument("--memory-cases", type=int_list, default=[250_000, 500_000, 1_000_000],
                      help="open-case checkpoints; the largest is the number of cases generated")
-    mem.add_argument("--memory-mix", type=int_list, default=[100_000, 200_000, 400_000],
-                     help="normal-mix checkpoints; the largest is the number of events generated ('' = skip)")
+    mem.add_argument("--memory-stream", type=int_list, default=[1_200_000, 2_400_000, 3_600_000, 4_800_000],
+                     help="steady-stream checkpoints; the largest is the number of events generated ('' = skip)")
+    mem.add_argument("--memory-stream-hours", type=float, default=48.0,
+                     help="hours of event time the steady stream spans")
+    mem.add_argument("--memory-mix", type=int_list, default=[],
+                     help="shuffled-mix checkpoints (the throughput input; default: skipped)")
     return parser.parse_args()
 
 
