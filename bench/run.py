@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from adapters.jsonl import key_of  # noqa: E402
 from satpulse import services, topics  # noqa: E402
+from satpulse.record_batches import send_in_batches  # noqa: E402
 from satpulse.sample import sample_submissions, sample_ticket_events  # noqa: E402
 from satpulse.settings import get_settings  # noqa: E402
 from satpulse.worker_process import WorkerProcess, committed_lag  # noqa: E402
@@ -162,15 +163,7 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> 
 async def send_records(producer: Any, topic: str, partition: int,
                        records: list[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
     """Send ``records`` as record batch(es) to one partition; returns the delivery futures (not awaited)."""
-    futures = []
-    batch = producer.create_batch()
-    for key, value in records:
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-            batch = producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)
-    futures.append(await producer.send_batch(batch, topic, partition=partition))
-    return futures
+    return [future for _, future in await send_in_batches(producer, topic, partition, records)]
 
 
 # ----------------------------------------------------------------------------------------------- measuring
