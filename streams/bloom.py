@@ -19,18 +19,25 @@ class _Layer:
         self.array = bytearray((self.bits + 7) // 8)
         self.count = 0
 
-    def _positions(self, item: str) -> list[int]:
-        h1 = hash(item)
-        h2 = hash((item, 0x9E3779B9)) | 1
-        return [(h1 + i * h2) % self.bits for i in range(self.hashes)]
-
-    def add(self, item: str) -> None:
-        for p in self._positions(item):
-            self.array[p >> 3] |= 1 << (p & 7)
+    def add(self, h1: int, h2: int) -> None:
+        bits, array = self.bits, self.array
+        for i in range(self.hashes):
+            p = (h1 + i * h2) % bits
+            array[p >> 3] |= 1 << (p & 7)
         self.count += 1
 
-    def __contains__(self, item: str) -> bool:
-        return all(self.array[p >> 3] & (1 << (p & 7)) for p in self._positions(item))
+    def has(self, h1: int, h2: int) -> bool:
+        bits, array = self.bits, self.array
+        for i in range(self.hashes):  # an absent item usually fails at the first or second bit
+            p = (h1 + i * h2) % bits
+            if not array[p >> 3] & (1 << (p & 7)):
+                return False
+        return True
+
+
+def _hashes(item: str) -> tuple[int, int]:
+    """The two hashes every bit position of ``item`` derives from (double hashing), in any layer."""
+    return hash(item), hash((item, 0x9E3779B9)) | 1
 
 
 class BloomFilter:
@@ -45,10 +52,11 @@ class BloomFilter:
         if layer.count >= layer.capacity:
             layer = _Layer(layer.capacity * 2, self.error_rate)
             self._layers.append(layer)
-        layer.add(item)
+        layer.add(*_hashes(item))
 
     def __contains__(self, item: str) -> bool:
-        return any(item in layer for layer in self._layers)
+        h1, h2 = _hashes(item)
+        return any(layer.has(h1, h2) for layer in self._layers)
 
     def __len__(self) -> int:
         """Items added (repeats included)."""
