@@ -2,8 +2,8 @@
 
 Runs on ClickHouse 18.16 (Debian) and current ClickHouse (chDB, docker-compose) alike, so it avoids
 DateTime64, ``IF NOT EXISTS`` on columns and dedup tokens. Idempotence comes from the table design:
-ReplacingMergeTree keyed by identity (source offset included), versioned by source offset; readers use
-FINAL or argMax.
+ReplacingMergeTree keyed by identity — window cells by cell and source, versioned by source offset; clean
+events by event (since migration 5), the copy at the earliest offset winning — and readers use FINAL or argMax.
 """
 
 from __future__ import annotations
@@ -155,6 +155,18 @@ MIGRATIONS: tuple[tuple[int, tuple[str | AddColumn | Rekey, ...]], ...] = (
         # every one of those read the whole table, so each batch got slower as the table grew
         Rekey("window_cells", "ReplacingMergeTree(version) ORDER BY (window_seconds, dimension, window_start, "
                               "dimension_value, source_topic, source_partition)"),
+    )),
+    (5, (
+        # one row per clean event: a clean-stage replay (a crash after publishing, before the ingest commit)
+        # publishes the event again at a later offset, which the offset-keyed tables kept as a second row
+        # (FINAL counted it twice). Keyed by identity, the earliest copy wins (copy_rank = bitNot(offset)): a
+        # reader that sees only offsets up to its source's high-water mark still finds an event it counted.
+        AddColumn("feedback_events", "copy_rank", "UInt64 MATERIALIZED bitNot(source_offset)"),
+        AddColumn("ticket_events", "copy_rank", "UInt64 MATERIALIZED bitNot(source_offset)"),
+        Rekey("feedback_events", "ReplacingMergeTree(copy_rank) PARTITION BY toYYYYMM(event_time) "
+                                 "ORDER BY (rating_id, rating_version, event_id)"),
+        Rekey("ticket_events", "ReplacingMergeTree(copy_rank) PARTITION BY toYYYYMM(event_time) "
+                               "ORDER BY (ticket_id, event_id)"),
     )),
 )
 

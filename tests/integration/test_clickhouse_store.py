@@ -182,8 +182,9 @@ def test_secondary_answers_and_sentiment_model_are_stored(ch: ClickHouse) -> Non
 
 
 def test_rekey_migration_keeps_every_cell(services: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Migration 4 rebuilds window_cells under a time-first sorting key: a store written at version 3 keeps
-    every row, the new key is in place, and running the migrations again changes nothing."""
+    """Migrations 4 and 5 rebuild window_cells (time-first sorting key) and the event tables (keyed by
+    identity): a store written at version 3 keeps every row, the new keys are in place, and running the
+    migrations again changes nothing."""
     from sinks import migrations
 
     for engine_name in ("chdb", "server"):
@@ -196,16 +197,37 @@ def test_rekey_migration_keeps_every_cell(services: Any, tmp_path: Path, monkeyp
         items = [Item("fb", 0, i, "feedback", r) for i, r in enumerate(feedback)]
         items += [Item("tk", 0, i, "ticket", r) for i, r in enumerate(tickets)]
         worker.process(items, BASE / 1000)
-        before = sorted(map(tuple, engine.query(f"SELECT * FROM {engine.database}.window_cells FINAL")))
+        tables = ("window_cells", "feedback_events", "ticket_events")
+        before = [sorted(map(tuple, engine.query(f"SELECT * FROM {engine.database}.{t} FINAL"))) for t in tables]
         monkeypatch.undo()
-        assert migrations.migrate(engine) == [4]
+        assert migrations.migrate(engine) == [4, 5]
         assert migrations.migrate(engine) == []
-        after = sorted(map(tuple, engine.query(f"SELECT * FROM {engine.database}.window_cells FINAL")))
-        ddl = engine.query("SELECT create_table_query FROM system.tables WHERE database = %(d)s AND name = %(t)s",
-                           {"d": engine.database, "t": "window_cells"})[0][0]
+        after = [sorted(map(tuple, engine.query(f"SELECT * FROM {engine.database}.{t} FINAL"))) for t in tables]
+        ddl = [engine.query("SELECT create_table_query FROM system.tables WHERE database = %(d)s AND name = %(t)s",
+                            {"d": engine.database, "t": t})[0][0] for t in tables]
         engine.close()
-        assert before and after == before, engine_name
-        assert "ORDER BY (window_seconds, dimension, window_start" in ddl, ddl
+        assert all(before) and after == before, engine_name
+        assert "ORDER BY (window_seconds, dimension, window_start" in ddl[0], ddl[0]
+        assert "ORDER BY (rating_id, rating_version, event_id)" in ddl[1], ddl[1]
+        assert "ORDER BY (ticket_id, event_id)" in ddl[2], ddl[2]
+
+
+def test_an_event_stored_again_at_a_later_offset_is_one_row_the_earliest_copy(ch: ClickHouse) -> None:
+    """A clean-stage replay publishes clean events again at later offsets and the window stage stores them
+    again: FINAL shows each event once, at its earliest offset, so a reader limited to the offsets its source
+    had persisted before the replay still finds every event."""
+    feedback, tickets = make_events(random.Random(11))
+    store = WindowStore(ch, "fb", "tk", 60)
+    for first in (0, 10_000):  # the original, then the replayed copies
+        store.write([], [(0, first + i, r) for i, r in enumerate(feedback)],
+                    [(0, first + i, r) for i, r in enumerate(tickets)])
+    for table, events in (("feedback_events", feedback), ("ticket_events", tickets)):
+        offsets = [int(o) for (o,) in ch.query(f"SELECT source_offset FROM {ch.database}.{table} FINAL")]
+        assert sorted(offsets) == list(range(len(events))), table
+    ratings = store.load_ratings(("fb", 0), [r["rating_id"] for r in feedback], len(feedback) - 1)
+    cases = store.load_ticket_events(("tk", 0), [t["ticket_id"] for t in tickets], len(tickets) - 1)
+    assert set(ratings) == {r["rating_id"] for r in feedback}
+    assert sum(map(len, cases.values())) == len(tickets)
 
 
 def test_entity_lookups_of_a_whole_batch_fit_the_query_size_limit(ch: ClickHouse) -> None:
