@@ -42,6 +42,12 @@ POLL_SECONDS = 0.2
 # window grace period of every windowing contender: the input is shuffled over hours of event time, so every
 # window stays open until the end (Quix drops events beyond its grace; ours would apply them as corrections)
 GRACE_SECONDS = 5 * 3600
+
+
+def grace_seconds(args: argparse.Namespace) -> int:
+    """The windowing contenders' grace: GRACE_SECONDS for the shuffled input, the worker's default (10 s) for
+    an input in event-time order (``--input-hours``)."""
+    return GRACE_SECONDS if args.input_hours is None else get_settings().grace_seconds
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -291,7 +297,7 @@ def follow_workers(name: str, bootstrap: str, ns: str, worker_id: str, workers: 
 
 def run_ours(args: argparse.Namespace, ns: str, bootstrap: str, n: int, tmp: Path) -> Result:
     worker_id = f"bench-worker-{uuid.uuid4().hex[:8]}"
-    env = worker_env(ns, worker_id, args.partitions, f"chdb://{tmp / 'chdb'}")
+    env = worker_env(ns, worker_id, args.partitions, f"chdb://{tmp / 'chdb'}", grace_seconds(args))
     launched = time.monotonic()
     workers = start_workers(env, 1, tmp, "ours-worker")
     ready = time.monotonic() - launched
@@ -376,7 +382,7 @@ def run_subprocess_app(args: argparse.Namespace, name: str, argv: list[str], ns:
     env = {**os.environ, "BENCH_GROUP": group, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": ingest,
            "BENCH_PARTITIONS": str(args.partitions), "BENCH_DATADIR": str(tmp / group),
            "BENCH_WEB_PORT": str(get_settings().worker_web_port + 1),
-           "BENCH_GRACE_MS": str(GRACE_SECONDS * 1000)}
+           "BENCH_GRACE_MS": str(grace_seconds(args) * 1000)}
     log = (tmp / f"{group}.log").open("ab")
     launched = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -530,7 +536,7 @@ def run_throughput(args: argparse.Namespace, command: str) -> int:
     t = topics.for_namespace(ns)
     n = args.events
     started = time.monotonic()
-    messages = generate(n)
+    messages = generate(n, hours=args.input_hours)
     gen_s = time.monotonic() - started
     prod_s = produce(bootstrap, t.ingest, messages)
     del messages
@@ -562,17 +568,24 @@ def run_throughput(args: argparse.Namespace, command: str) -> int:
                 print(f"running Quix Streams, {contender} ({python}) ...", flush=True)
                 results.append(run_quix(args, python, contender, job, label, ns, bootstrap, n, tmp))
 
-    report = "\n".join([
-        f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M:%S %Z')})", "",
-        f"- command: `{command}`",
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    details = [
         f"- machine: {machine()}",
         f"- input: {n:,} raw submissions (~80 % feedback, ~20 % ticket events) on `{t.ingest}`, "
-        f"{args.partitions} partitions, local single-node Kafka on the same machine",
+        f"{args.partitions} partitions, local single-node Kafka on the same machine; "
+        + ("shuffled over 4 h of event time, windows open for 5 h (grace) in every windowing contender"
+           if args.input_hours is None else
+           f"in event-time order over {args.input_hours:g} h, default grace ({grace_seconds(args)} s)"),
         "- contenders run one after the other on the same topic, each with a fresh consumer group; "
         "Kafka shares the CPUs with them, so expect noise of +/-10-20 % between runs", "",
-        table(results, skipped), ""])
+        table(results, skipped), ""]
+    if args.input_hours is None:  # the head of the results file
+        report = "\n".join([f"# Benchmark results ({when})", "", f"- command: `{command}`", *details])
+        update_results(args.output, None, report)
+    else:
+        report = "\n".join([f"- {when}, command: `{command}`", *details])
+        update_results(args.output, "Throughput, input in event-time order", report)
     print(report)
-    update_results(args.output, None, report)
     print(f"written to {args.output}")
     return 0 if all(r.rate is not None for r in results) else 1
 
@@ -590,6 +603,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--modes", default="throughput",
                         help="comma-separated: throughput (default), latency, scaling, memory (bench/README.md)")
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--input-hours", type=float, default=None,
+                        help="throughput input in event-time order over this many hours, default grace "
+                             "(default: shuffled, 5 h grace)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=900.0, help="per contender / run, seconds")
     parser.add_argument("--only", default="ours,bare,naive,quix,quix-light",
