@@ -42,12 +42,6 @@ POLL_SECONDS = 0.2
 # window grace period of every windowing contender: the input is shuffled over hours of event time, so every
 # window stays open until the end (Quix drops events beyond its grace; ours would apply them as corrections)
 GRACE_SECONDS = 5 * 3600
-
-
-def grace_seconds(args: argparse.Namespace) -> int:
-    """The windowing contenders' grace: GRACE_SECONDS for the shuffled input, the worker's default (10 s) for
-    an input in event-time order (``--input-hours``)."""
-    return GRACE_SECONDS if args.input_hours is None else get_settings().grace_seconds
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -108,6 +102,12 @@ def proc_hwm_mb(pid: int) -> float:
             continue
         total += next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")), 0.0)
     return total
+
+
+def grace_seconds(args: argparse.Namespace) -> int:
+    """The windowing contenders' grace: GRACE_SECONDS for the shuffled input, the worker's default (10 s) for
+    an input in event-time order (``--input-hours``)."""
+    return GRACE_SECONDS if args.input_hours is None else get_settings().grace_seconds
 
 
 # ----------------------------------------------------------------------------------------------- data

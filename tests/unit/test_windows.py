@@ -422,6 +422,7 @@ def test_case_state_is_the_same_for_any_arrival_order(events: list[tuple[str, in
                                                       data: st.DataObject) -> None:
     records = [{**case_event(status, minutes, priority), "event_id": f"e{i}"}
                for i, (status, minutes, priority) in enumerate(events)]
+
     def fold(order: Sequence[dict[str, Any]]) -> CaseState | None:
         case = None
         for record in order:
