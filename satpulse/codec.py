@@ -58,13 +58,24 @@ def _parsed(name: str) -> Any:
 @cache
 def schema_fingerprint(name: str) -> bytes:
     """CRC-64-AVRO fingerprint of the schema's parsing canonical form, little endian, 8 bytes."""
-    canonical = to_parsing_canonical_form(schema_json(name))
-    return int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+    return _fingerprint_of(schema_json(name))
+
+
+def _fingerprint_of(schema: dict[str, Any]) -> bytes:
+    return int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16).to_bytes(8, "little")
 
 
 @cache
-def _name_by_fingerprint() -> dict[bytes, str]:
-    return {schema_fingerprint(n): n for n in SCHEMA_NAMES}
+def _writers() -> dict[bytes, tuple[str, Any]]:
+    """Fingerprint -> (schema name, parsed writer schema) of the current and every released version
+    (``schemas/history/{name}/v*.avsc``), so that messages written by an older version still decode."""
+    writers: dict[bytes, tuple[str, Any]] = {}
+    for name in SCHEMA_NAMES:
+        for path in sorted((SCHEMA_DIR / "history" / name).glob("v*.avsc")):
+            released = json.loads(path.read_text())
+            writers[_fingerprint_of(released)] = (name, fastavro.parse_schema(_without_logical_types(released)))
+        writers[schema_fingerprint(name)] = (name, _parsed(name))
+    return writers
 
 
 @cache
@@ -85,23 +96,25 @@ def encode(name: str, record: Mapping[str, Any]) -> bytes:
 
 
 def decode(data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any]]:
-    """Decode one message into (schema name, record). Raises DecodeError on a bad header or body."""
+    """Decode one message into (schema name, record), written by the current or any released version of the
+    schema (resolved to the current one: fields added since take their defaults). Raises DecodeError on a bad
+    header or body."""
     if len(data) < 10 or data[:2] != MAGIC:
         raise DecodeError("not Avro single-object encoding (missing C3 01 header)")
-    name = _name_by_fingerprint().get(data[2:10])
-    if name is None:
+    writer = _writers().get(data[2:10])
+    if writer is None:
         raise DecodeError(f"unknown schema fingerprint {data[2:10].hex()}")
+    name, writer_schema = writer
     if expected is not None and name != expected:
         raise DecodeError(f"expected {expected}, got {name}")
+    reader_schema = _parsed(name)
     try:
-        record = fastavro.schemaless_reader(io.BytesIO(data[10:]), _parsed(name), return_record_name=False)
+        record = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer_schema,
+                                            None if writer_schema is reader_schema else reader_schema,
+                                            return_record_name=False)
     except Exception as exc:  # fastavro raises EOFError, ValueError, ... on corrupt bodies
         raise DecodeError(f"corrupt {name} body: {exc}") from exc
     if not isinstance(record, dict):
         raise DecodeError(f"{name} body is not a record")
     return name, record
 
-
-def decode_many(payloads: Iterable[bytes], expected: str) -> list[dict[str, Any]]:
-    """Decode a batch of messages of one schema. Raises DecodeError on the first bad one."""
-    return [decode(p, expected)[1] for p in payloads]

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.limits import Limits
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,6 +70,16 @@ class Settings(BaseSettings):
     retention_day_cells_days: int = 0  # stored 1 d roll-ups
     retention_dead_letters_days: int = 0  # dead_letters (by failure time)
 
+    # limits on untrusted input (streams/limits.py): larger or deeper submissions are dead-lettered as too_large /
+    # too_deep; a dead letter carries at most dead_letter_payload_max_bytes of the original (plus size and hash)
+    ingest_max_payload_bytes: int = 512 * 1024
+    ingest_max_depth: int = 16
+    ingest_max_text_chars: int = 16_384  # comments and other free text
+    ingest_max_id_chars: int = 256  # ids, dimension values, scales, time zones
+    ingest_max_items: int = 10_000
+    ingest_max_event_bytes: int = 256 * 1024  # an encoded clean event
+    dead_letter_payload_max_bytes: int = 64 * 1024
+
     # ingest
     redact_personal_data: bool = False
     pseudonymisation_key: SecretStr | None = None
@@ -112,6 +124,12 @@ class Settings(BaseSettings):
     imap_poll_seconds: float = 60.0
     imap_processed_keyword: str = "$SatpulseProcessed"  # added to published messages, skipped later; "" = none
     imap_timeout_seconds: float = 30.0
+
+    def input_limits(self) -> Limits:
+        """The ``ingest_max_*`` settings as :class:`streams.limits.Limits`."""
+        return Limits(max_payload_bytes=self.ingest_max_payload_bytes, max_depth=self.ingest_max_depth,
+                      max_text_chars=self.ingest_max_text_chars, max_id_chars=self.ingest_max_id_chars,
+                      max_items=self.ingest_max_items, max_event_bytes=self.ingest_max_event_bytes)
 
 
 @lru_cache(maxsize=1)

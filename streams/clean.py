@@ -11,16 +11,21 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 import orjson
 
+from streams.limits import DEFAULT_LIMITS, Limits, payload_problem, value_problem
 from streams.scales import ScaleError, normalise_rating
 
 # dead-letter reason codes (one counter per reason in satpulse.metrics)
 REASONS: tuple[str, ...] = (
     "unparseable_payload",  # not JSON / not an object / not decodable
+    "too_large",  # the payload, a string in it, or the clean event is over its size limit (streams/limits.py)
+    "too_deep",  # objects or arrays nested deeper than the limit
+    "invalid_field",  # a field of the wrong type (an object where text is expected, a version that is no integer)
     "missing_field",  # a required field is absent or empty
     "unknown_kind",  # kind is neither feedback nor ticket
     "unknown_scale",  # rating scale not known
@@ -30,7 +35,10 @@ REASONS: tuple[str, ...] = (
     "unknown_status",  # ticket status not in the lifecycle
     "negative_duration",  # a case's first response or resolution before its creation (window stage)
     "absurd_duration",  # a case duration above max_duration_seconds (window stage)
+    "processing_error",  # any other failure while processing this one record (exception class and message)
 )
+MAX_SECONDARY_ANSWERS = 100  # secondary_ratings of one submission
+MAX_RATING_VERSION = 2**63 - 1  # Avro long
 
 TICKET_STATUSES = ("created", "first_response", "resolved", "reopened", "closed")
 
@@ -40,7 +48,7 @@ _CHANNEL_ALIASES: dict[str, str] = {
     "chat": "chat", "live chat": "chat", "livechat": "chat", "web chat": "chat", "messenger": "chat",
     "whatsapp": "chat", "social": "social", "social media": "social", "twitter": "social", "x": "social",
     "facebook": "social", "instagram": "social", "web": "web", "web survey": "web", "survey": "web",
-    "web form": "web", "webform": "web", "sms": "sms", "text": "sms", "in-app": "in_app", "in_app": "in_app",
+    "web form": "web", "webform": "web", "sms": "sms", "text": "sms", "in-app": "in_app", "in app": "in_app",
     "app": "in_app",
 }
 CHANNELS: tuple[str, ...] = (*sorted(set(_CHANNEL_ALIASES.values())), "other")
@@ -70,25 +78,46 @@ class Cleaned:
     record: dict[str, Any]
 
 
-def parse_json_object(payload: bytes) -> dict[str, Any]:
-    """Parse a raw payload (orjson: strict RFC 8259, so NaN, Infinity and lone surrogates are refused; integers
-    beyond 64 bits become floats). Raises Rejected(unparseable_payload)."""
+def parse_json_object(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Parse a raw payload (orjson: strict RFC 8259, so NaN, Infinity, numbers beyond a double and lone
+    surrogates are refused) and check it against ``limits``. Raises Rejected (unparseable_payload, too_large,
+    too_deep)."""
+    problem = payload_problem(payload, limits)
+    if problem is not None:
+        raise Rejected(*problem)
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise Rejected("unparseable_payload", f"not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise Rejected("unparseable_payload", f"expected a JSON object, got {type(value).__name__}")
+    problem = value_problem(value, limits)
+    if problem is not None:
+        raise Rejected(*problem)
     return value
 
 
 def normalise_channel(value: str) -> str:
-    """Map a source's channel name to one of :data:`CHANNELS` (case and spacing folded)."""
+    """Map a source's channel name to one of :data:`CHANNELS` (case, spacing and underscores folded)."""
     folded = " ".join(value.strip().lower().replace("_", " ").split())
     return _CHANNEL_ALIASES.get(folded, _CHANNEL_ALIASES.get(folded.replace(" ", ""), "other"))
 
 
-_NUMERIC = re.compile(r"^-?\d+(\.\d+)?$")
+_NUMERIC = re.compile(r"^-?\d{1,20}(\.\d{1,20})?$")
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    """The zone database's keys (IANA names such as Europe/Berlin), read once."""
+    return frozenset(available_timezones()) | {"UTC"}
+
+
+def zone(name: str) -> ZoneInfo:
+    """The time zone ``name``. Raises Rejected(bad_timestamp) for anything that is not a key of the zone
+    database (directories such as "America", paths, over-long names are never looked up on disk)."""
+    if name not in _zone_names():
+        raise Rejected("bad_timestamp", f"unknown time zone {name[:64]!r}")
+    return ZoneInfo(name)
 
 
 def parse_event_time(value: object, default_tz: str = "UTC") -> int:
@@ -106,105 +135,136 @@ def parse_event_time(value: object, default_tz: str = "UTC") -> int:
         text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
         parsed = datetime.fromisoformat(text)
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=ZoneInfo(default_tz))
+            parsed = parsed.replace(tzinfo=zone(default_tz))
         return int(parsed.astimezone(UTC).timestamp() * 1000)
-    except (ValueError, OverflowError, ZoneInfoNotFoundError) as exc:
-        raise Rejected("bad_timestamp", f"cannot read event time {value!r}: {exc}") from None
+    except (ValueError, OverflowError) as exc:
+        raise Rejected("bad_timestamp", f"cannot read event time {str(value)[:64]!r}: {exc}") from None
 
 
-def _text(raw: Mapping[str, Any], name: str) -> str | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
+class _Fields:
+    """Typed, bounded access to a submission's fields (or one of its nested objects)."""
+
+    __slots__ = ("raw", "limits")
+
+    def __init__(self, raw: Mapping[str, Any], limits: Limits) -> None:
+        self.raw = raw
+        self.limits = limits
+
+    def text(self, name: str, max_chars: int | None = None) -> str | None:
+        """The field as stripped text (numbers as written), None when absent or blank. Raises Rejected:
+        invalid_field for an object, array or boolean, too_large beyond ``max_chars`` (default: the id
+        limit)."""
+        value = self.raw.get(name)
+        if value is None:
+            return None
+        if isinstance(value, dict | list | bool):
+            raise Rejected("invalid_field", f"{name} must be text or a number, not {type(value).__name__}")
+        text = str(value).strip()
+        limit = self.limits.max_id_chars if max_chars is None else max_chars
+        if len(text) > limit:
+            raise Rejected("too_large", f"{name} has {len(text)} characters (limit {limit})")
+        return text or None
+
+    def required(self, name: str) -> str:
+        text = self.text(name)
+        if text is None:
+            raise Rejected("missing_field", f"{name} is required")
+        return text
 
 
-def _required(raw: Mapping[str, Any], name: str) -> str:
-    text = _text(raw, name)
-    if text is None:
-        raise Rejected("missing_field", f"{name} is required")
-    return text
+def _version(raw: Mapping[str, Any]) -> int:
+    """``rating_version``: a non-negative integer (or its decimal digits as text); absent means 0. Raises
+    Rejected(invalid_field) for anything else (1.5, -1, true, "v2")."""
+    value = raw.get("rating_version")
+    if value is None or value == "":
+        return 0
+    if isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 19:
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RATING_VERSION:
+        raise Rejected("invalid_field", f"rating_version {str(value)[:64]!r} is not a non-negative integer")
+    return value
 
 
-def _common(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: int) -> dict[str, Any]:
+def _common(f: _Fields, now_ms: int, future_tolerance_ms: int) -> dict[str, Any]:
+    raw = f.raw
     if "event_time" not in raw or raw["event_time"] in (None, ""):
         raise Rejected("missing_field", "event_time is required")
-    event_time = parse_event_time(raw["event_time"], _text(raw, "timezone") or "UTC")
+    event_time = parse_event_time(raw["event_time"], f.text("timezone") or "UTC")
     if event_time > now_ms + future_tolerance_ms:
         raise Rejected("future_timestamp", f"event_time {event_time} ms is more than "
                                            f"{future_tolerance_ms // 1000} s ahead of now ({now_ms} ms)")
     if event_time < 0:
         raise Rejected("bad_timestamp", f"event_time {event_time} ms is before 1970")
     return {
-        "event_id": _required(raw, "event_id"),
-        "source": _required(raw, "source"),
-        "channel": normalise_channel(_required(raw, "channel")),
+        "event_id": f.required("event_id"),
+        "source": f.required("source"),
+        "channel": normalise_channel(f.required("channel")),
         "event_time": event_time,
         "ingest_time": now_ms,
-        "agent": _text(raw, "agent"),
-        "team": _text(raw, "team"),
-        "category": _text(raw, "category"),
-        "product": _text(raw, "product"),
-        "customer_id": _text(raw, "customer_id"),
+        "agent": f.text("agent"),
+        "team": f.text("team"),
+        "category": f.text("category"),
+        "product": f.text("product"),
+        "customer_id": f.text("customer_id"),
     }
 
 
 def entity_key(raw: Mapping[str, Any]) -> str | None:
     """The key :func:`clean` gives the submission's clean event (rating id, else event id, for feedback; ticket
-    id for ticket events), None when it has none. Producers key the ingest topic with it, so that a worker's
-    ingest partition already holds every event of the ratings and cases it counts (streams/pipeline.py)."""
-    if raw.get("kind", "feedback") == "ticket":
-        return _text(raw, "ticket_id")
-    return _text(raw, "rating_id") or _text(raw, "event_id")
+    id for ticket events), None when it has none or the id is not valid (the cleaner then rejects it). Producers
+    key the ingest topic with it, so that a worker's ingest partition already holds every event of the ratings
+    and cases it counts (streams/pipeline.py)."""
+    f = _Fields(raw, DEFAULT_LIMITS)
+    try:
+        if raw.get("kind", "feedback") == "ticket":
+            return f.text("ticket_id")
+        return f.text("rating_id") or f.text("event_id")
+    except Rejected:
+        return None
 
 
-def clean(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: int) -> Cleaned:
-    """Validate and normalise one raw submission. Raises Rejected with the first problem found."""
+def clean(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: int, limits: Limits = DEFAULT_LIMITS
+          ) -> Cleaned:
+    """Validate and normalise one raw submission (already within ``limits`` as :func:`parse_json_object`
+    checks them). Raises Rejected with the first problem found; any other exception is a defect that the
+    caller's guard turns into a processing_error dead letter (streams/cleaner.py)."""
     kind = raw.get("kind", "feedback")
+    f = _Fields(raw, limits)
     if kind == "feedback":
-        return _clean_feedback(raw, now_ms, future_tolerance_ms)
+        return _clean_feedback(f, now_ms, future_tolerance_ms)
     if kind == "ticket":
-        return _clean_ticket(raw, now_ms, future_tolerance_ms)
-    raise Rejected("unknown_kind", f"kind must be feedback or ticket, got {kind!r}")
+        return _clean_ticket(f, now_ms, future_tolerance_ms)
+    raise Rejected("unknown_kind", f"kind must be feedback or ticket, got {str(kind)[:64]!r}")
 
 
-def _clean_feedback(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: int) -> Cleaned:
-    record = _common(raw, now_ms, future_tolerance_ms)
-    value, scale = raw.get("rating_value"), _text(raw, "rating_scale")
+def _clean_feedback(f: _Fields, now_ms: int, future_tolerance_ms: int) -> Cleaned:
+    record = _common(f, now_ms, future_tolerance_ms)
+    value, scale = f.raw.get("rating_value"), f.text("rating_scale")
     score: float | None = None
     satisfied: bool | None = None
     if value is not None and value != "":
         if scale is None:
             raise Rejected("missing_field", "rating_scale is required with rating_value")
-        try:
-            rating = normalise_rating(value, scale)
-        except ScaleError as exc:
-            raise Rejected(exc.reason, str(exc)) from None
-        score, satisfied = rating.score, rating.satisfied
-    comment = _text(raw, "comment")
-    sentiment = raw.get("sentiment")
+        score, satisfied = _rating(f, "rating_value", scale, "")
+    comment = f.text("comment", f.limits.max_text_chars)
+    sentiment = f.raw.get("sentiment")
     if sentiment is not None and (isinstance(sentiment, bool) or not isinstance(sentiment, int | float)
                                   or not -1.0 <= sentiment <= 1.0):
-        raise Rejected("invalid_rating", f"sentiment {sentiment!r} is not a number in -1.0..1.0")
+        raise Rejected("invalid_rating", f"sentiment {str(sentiment)[:64]!r} is not a number in -1.0..1.0")
     if satisfied is None and comment is None:
         raise Rejected("missing_field", "feedback needs rating_value or comment")
-    try:
-        version = int(raw.get("rating_version") or 0)
-    except (TypeError, ValueError):
-        raise Rejected("missing_field", f"rating_version {raw.get('rating_version')!r} is not an integer") from None
-    rating_id = _text(raw, "rating_id") or record["event_id"]
+    rating_id = f.text("rating_id") or record["event_id"]
     record.update(
-        sentiment_label=_text(raw, "sentiment_label"),
-        sentiment_model=_text(raw, "sentiment_model"),
-        survey_id=_text(raw, "survey_id"),
-        secondary_answers=_secondary_answers(raw.get("secondary_ratings")),
+        sentiment_label=f.text("sentiment_label"),
+        sentiment_model=f.text("sentiment_model"),
+        survey_id=f.text("survey_id"),
+        secondary_answers=_secondary_answers(f.raw.get("secondary_ratings"), f.limits),
     )
     record.update(
         rating_id=rating_id,
-        rating_version=version,
-        ticket_id=_text(raw, "ticket_id"),
-        native_value=None if value is None else str(value),
+        rating_version=_version(f.raw),
+        ticket_id=f.text("ticket_id"),
+        native_value=None if value is None else f.text("rating_value"),
         native_scale=scale,
         score=score,
         satisfied=satisfied,
@@ -214,36 +274,50 @@ def _clean_feedback(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: in
     return Cleaned("feedback_event", rating_id, record)
 
 
-def _secondary_answers(raw: object) -> list[dict[str, Any]]:
+def _rating(f: _Fields, name: str, scale: str, where: str) -> tuple[float | None, bool]:
+    """(score, satisfied) of the rating in field ``name`` on ``scale``. Raises Rejected."""
+    value = f.raw.get(name)
+    if isinstance(value, dict | list):
+        raise Rejected("invalid_rating", f"{where}{name} must be text or a number, not {type(value).__name__}")
+    f.text(name)  # bounded like an id
+    try:
+        rating = normalise_rating(value, scale)
+    except ScaleError as exc:
+        raise Rejected(exc.reason, f"{where}{exc}") from None
+    return rating.score, rating.satisfied
+
+
+def _secondary_answers(raw: object, limits: Limits) -> list[dict[str, Any]]:
     """``secondary_ratings`` of a submission ([{question_id, rating_value, rating_scale}], from adapters whose
-    surveys ask more than the CSAT question), normalised like the rating. Raises Rejected naming the answer."""
+    surveys ask more than the CSAT question; at most :data:`MAX_SECONDARY_ANSWERS`), normalised like the
+    rating. Raises Rejected naming the answer."""
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise Rejected("invalid_rating", "secondary_ratings must be a list")
+    if len(raw) > MAX_SECONDARY_ANSWERS:
+        raise Rejected("too_large", f"{len(raw)} secondary_ratings (limit {MAX_SECONDARY_ANSWERS})")
     answers = []
     for i, answer in enumerate(raw):
         if not isinstance(answer, dict):
             raise Rejected("invalid_rating", f"secondary_ratings[{i}] must be an object")
-        question, scale, value = _text(answer, "question_id"), _text(answer, "rating_scale"), answer.get("rating_value")
-        if question is None or scale is None or value is None or value == "":
+        a = _Fields(answer, limits)
+        question, scale, value = a.text("question_id"), a.text("rating_scale"), a.text("rating_value")
+        if question is None or scale is None or value is None:
             raise Rejected("missing_field", f"secondary_ratings[{i}] needs question_id, rating_value and rating_scale")
-        try:
-            rating = normalise_rating(value, scale)
-        except ScaleError as exc:
-            raise Rejected(exc.reason, f"secondary_ratings[{i}] ({question}): {exc}") from None
-        answers.append({"question_id": question, "native_value": str(value), "native_scale": scale,
-                        "score": rating.score, "satisfied": rating.satisfied})
+        score, satisfied = _rating(a, "rating_value", scale, f"secondary_ratings[{i}] ({question}): ")
+        answers.append({"question_id": question, "native_value": value, "native_scale": scale,
+                        "score": score, "satisfied": satisfied})
     return answers
 
 
-def _clean_ticket(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: int) -> Cleaned:
-    record = _common(raw, now_ms, future_tolerance_ms)
-    status = _required(raw, "status").lower().replace(" ", "_")
+def _clean_ticket(f: _Fields, now_ms: int, future_tolerance_ms: int) -> Cleaned:
+    record = _common(f, now_ms, future_tolerance_ms)
+    status = f.required("status").lower().replace(" ", "_")
     if status not in TICKET_STATUSES:
-        raise Rejected("unknown_status", f"status {status!r} is not one of {', '.join(TICKET_STATUSES)}")
-    priority = _text(raw, "priority")
-    ticket_id = _required(raw, "ticket_id")
+        raise Rejected("unknown_status", f"status {status[:64]!r} is not one of {', '.join(TICKET_STATUSES)}")
+    priority = f.text("priority")
+    ticket_id = f.required("ticket_id")
     record.update(
         ticket_id=ticket_id,
         status=status,

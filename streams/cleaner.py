@@ -1,15 +1,22 @@
-"""The cleaning step: one raw ingest payload in, one message out (clean event or dead letter). Pure."""
+"""The cleaning step: one raw ingest payload in, one message out (clean event or dead letter). Pure.
+
+:func:`route` is the one guard of the clean stage: whatever happens while parsing, cleaning or encoding one
+payload, it returns a message for it, so one record can never stop the stage.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from satpulse import codec, topics
-from satpulse.deadletter import Origin, encode_dead_letter
+from satpulse.deadletter import DEFAULT_PAYLOAD_MAX_BYTES, Origin, encode_dead_letter
 from streams.clean import Rejected, clean, parse_json_object
+from streams.limits import DEFAULT_LIMITS, Limits
 
 STAGE = "cleaner"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,18 +32,25 @@ class Routed:
     record: dict[str, Any] | None = None
 
 
-def route(payload: bytes, origin: Origin, now_ms: int, future_tolerance_ms: int) -> Routed:
-    """Clean ``payload`` into its topic, or build its dead letter with reason and origin. Never raises."""
+def route(payload: bytes, origin: Origin, now_ms: int, future_tolerance_ms: int, limits: Limits = DEFAULT_LIMITS,
+          dead_letter_payload_max_bytes: int = DEFAULT_PAYLOAD_MAX_BYTES) -> Routed:
+    """Clean ``payload`` into its topic, or build its dead letter with reason and origin. Never raises: a
+    Rejected input keeps its reason; any other exception (a defect, or an input no check foresaw) becomes
+    ``processing_error`` with the exception's class and message. Every message returned fits
+    ``limits.max_event_bytes`` (clean events) or ``dead_letter_payload_max_bytes`` + 4 KB (dead letters)."""
     try:
-        cleaned = clean(parse_json_object(payload), now_ms, future_tolerance_ms)
+        cleaned = clean(parse_json_object(payload, limits), now_ms, future_tolerance_ms, limits)
         value = codec.encode(cleaned.schema, cleaned.record)
+        if len(value) > limits.max_event_bytes:
+            raise Rejected("too_large", f"the clean event is {len(value)} bytes (limit {limits.max_event_bytes})")
     except Rejected as exc:
-        key, value = encode_dead_letter(exc.reason, exc.detail, STAGE, payload, origin, now_ms)
-        return Routed(topics.DEAD_LETTER, key, value, reason=exc.reason)
-    except (ValueError, TypeError) as exc:  # e.g. lone surrogates that UTF-8 cannot carry
-        key, value = encode_dead_letter("unparseable_payload", f"cannot encode: {exc}", STAGE, payload, origin,
-                                        now_ms)
-        return Routed(topics.DEAD_LETTER, key, value, reason="unparseable_payload")
-    if cleaned.schema == codec.FEEDBACK_EVENT:
-        return Routed(topics.FEEDBACK, cleaned.key.encode(), value, kind="feedback", record=cleaned.record)
-    return Routed(topics.TICKETS, cleaned.key.encode(), value, kind="ticket", record=cleaned.record)
+        reason, detail = exc.reason, exc.detail
+    except Exception as exc:  # the guard: no single payload may stop the stage
+        log.warning("processing_error at %s: %s", origin.key(), type(exc).__name__)
+        reason, detail = "processing_error", f"{type(exc).__name__}: {str(exc)[:500]}"
+    else:
+        kind = "feedback" if cleaned.schema == codec.FEEDBACK_EVENT else "ticket"
+        topic = topics.FEEDBACK if kind == "feedback" else topics.TICKETS
+        return Routed(topic, cleaned.key.encode(), value, kind=kind, record=cleaned.record)
+    key, value = encode_dead_letter(reason, detail, STAGE, payload, origin, now_ms, dead_letter_payload_max_bytes)
+    return Routed(topics.DEAD_LETTER, key, value, reason=reason)

@@ -22,6 +22,7 @@ class Limits:
     max_text_chars: int = 16_384  # any string: comments and other free text
     max_id_chars: int = 256  # ids, dimension values, scales, time zones (checked where they are read)
     max_items: int = 10_000  # values in the whole document (object members and array elements)
+    max_event_bytes: int = 256 * 1024  # an encoded clean event
 
 
 DEFAULT_LIMITS = Limits()

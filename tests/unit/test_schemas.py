@@ -1,9 +1,12 @@
+import io
 import json
 from pathlib import Path
 
 import avro.schema
+import fastavro
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from satpulse import codec
 
@@ -44,7 +47,7 @@ def test_checker_rejects_a_breaking_change() -> None:
 def test_single_object_encoding_roundtrip_and_header() -> None:
     record = {"reason": "missing_field", "detail": "x", "stage": "cleaner", "origin_topic": None,
               "origin_partition": None, "origin_offset": None, "origin_ref": "f:1", "payload": b"\x00\xff",
-              "failed_at": 1}
+              "payload_size": 2, "payload_sha256": "ab", "failed_at": 1}
     data = codec.encode(codec.DEAD_LETTER, record)
     assert data[:2] == b"\xc3\x01" and data[2:10] == codec.schema_fingerprint(codec.DEAD_LETTER)
     assert codec.decode(data) == (codec.DEAD_LETTER, record)
@@ -68,3 +71,17 @@ def test_single_object_readable_by_the_reference_avro_library() -> None:
 def test_decode_errors(data: bytes) -> None:
     with pytest.raises(codec.DecodeError):
         codec.decode(data)
+
+
+def test_messages_of_a_released_version_decode_into_the_current_schema() -> None:
+    """A dead letter written with schema v1 (before payload_size existed) still decodes, the new fields at
+    their defaults."""
+    v1 = json.loads((codec.SCHEMA_DIR / "history" / "dead_letter" / "v1.avsc").read_text())
+    record = {"reason": "missing_field", "detail": "x", "stage": "cleaner", "origin_topic": "in",
+              "origin_partition": 0, "origin_offset": 7, "origin_ref": None, "payload": b"{}", "failed_at": 1}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(v1), record)
+    header = int(fingerprint(to_parsing_canonical_form(v1), "CRC-64-AVRO"), 16).to_bytes(8, "little")
+    name, decoded = codec.decode(b"\xc3\x01" + header + body.getvalue())
+    assert name == codec.DEAD_LETTER
+    assert decoded == {**record, "payload_size": None, "payload_sha256": None}
