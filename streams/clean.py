@@ -144,7 +144,7 @@ def parse_event_time(value: object, default_tz: str = "UTC") -> int:
 class _Fields:
     """Typed, bounded access to a submission's fields (or one of its nested objects)."""
 
-    __slots__ = ("raw", "limits")
+    __slots__ = ("limits", "raw")
 
     def __init__(self, raw: Mapping[str, Any], limits: Limits) -> None:
         self.raw = raw
