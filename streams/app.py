@@ -21,10 +21,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from satpulse import metrics
 from satpulse.settings import Settings
+from sinks.retry import RetryStopped
 from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-STOP_TIMEOUT_SECONDS = 30.0  # how long a stop waits for the batch in flight before cancelling it
+STOP_TIMEOUT_SECONDS = 8.0  # how long a stop waits for the batch in flight before cancelling it
 GC_FREEZE_SECONDS = 1.0  # how often objects alive so far leave the cycle collector's view (gc.freeze)
 GC_FULL_SECONDS = 3600.0  # how often every object is checked for cycles again (a pause: ~3 s at 5M objects)
 
@@ -63,15 +64,21 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     web_runner = await _start_web(settings)
     pipeline = Pipeline(settings)
+    stopped = asyncio.create_task(stop.wait())
     tasks: list[asyncio.Task[None]] = []
     try:
-        await pipeline.start()
+        starting = asyncio.create_task(pipeline.start())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # stopped while waiting for ClickHouse or Kafka at start
+            pipeline.request_stop()
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return
+        starting.result()
         consume = asyncio.create_task(pipeline.run())
         tasks = [consume, asyncio.create_task(pipeline.tick_forever(settings.publish_interval_seconds)),
                  asyncio.create_task(freeze_heap_forever())]
-        stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({*tasks, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
         pipeline.request_stop()
         tasks[1].cancel()
         try:  # finish (and commit) the batch in flight; a failed stage raises here
@@ -79,9 +86,12 @@ async def _serve(settings: Settings) -> None:
         except TimeoutError:
             log.warning("the batch in flight did not finish in %.0f s; it is replayed at the next start",
                         STOP_TIMEOUT_SECONDS)
+        except RetryStopped:
+            log.warning("stopped while waiting for ClickHouse; the batch in flight is replayed at the next start")
         if not tasks[1].cancelled() and tasks[1].done():
             tasks[1].result()  # the timer failed: raise it
     finally:
+        stopped.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

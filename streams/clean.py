@@ -324,3 +324,26 @@ def _clean_ticket(f: _Fields, now_ms: int, future_tolerance_ms: int) -> Cleaned:
         priority=None if priority is None else _PRIORITY_ALIASES.get(priority.lower(), priority.lower()),
     )
     return Cleaned("ticket_event", ticket_id, record)
+
+
+_ID_FIELDS = ("event_id", "source", "channel", "agent", "team", "category", "product", "customer_id", "rating_id",
+              "ticket_id", "native_value", "native_scale", "sentiment_label", "sentiment_model", "survey_id",
+              "priority")
+
+
+def check_clean_record(record: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> None:
+    """Check a clean event read back from Kafka (any producer may write Avro that decodes) against the rules
+    :func:`clean` guarantees and the store relies on: times and versions non-negative, a known channel, the
+    score on 1.0-5.0, text within the limits. Raises Rejected(invalid_field)."""
+    problems = [name for name in ("event_time", "ingest_time", "rating_version")
+                if not 0 <= record.get(name, 0) <= MAX_RATING_VERSION]
+    if record.get("channel") not in CHANNELS:
+        problems.append("channel")
+    score = record.get("score")
+    if score is not None and not 1.0 <= score <= 5.0:
+        problems.append("score")
+    problems += [name for name in _ID_FIELDS if len(record.get(name) or "") > limits.max_id_chars]
+    if len(record.get("comment") or "") > limits.max_text_chars:
+        problems.append("comment")
+    if problems:
+        raise Rejected("invalid_field", f"clean event breaks the schema's rules in {', '.join(problems)}")

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,9 +59,10 @@ from sinks.clickhouse import ClickHouse, ClickHouseError, connect
 from sinks.dead_letter_store import DeadLetterStore
 from sinks.migrations import migrate
 from sinks.window_store import WindowStore
+from streams.clean import Rejected, check_clean_record
 from streams.cleaner import Routed, route
 from streams.entities import CaseRules
-from streams.window_worker import Item, WindowResult, WindowWorker, retry_clickhouse
+from streams.window_worker import BatchResult, Item, WindowResult, WindowWorker, retry_clickhouse
 from streams.windows import Source, Windower
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,8 @@ class Pipeline:
         self._window_worker: WindowWorker | None = None
         self._dead_letters: DeadLetterStore | None = None
         self._stopping = False
+        self._stop_retrying = threading.Event()  # set by request_stop: ClickHouse retries give up (RetryStopped)
+        self._limits = settings.input_limits()
         self._partitions: dict[str, list[int]] = {}  # partitions of each topic published to
         self._partitioner = DefaultPartitioner()  # murmur2 of the key, as Kafka's Java clients
         self.consumer: AIOKafkaConsumer  # both created by start(), inside the running loop
@@ -153,7 +157,8 @@ class Pipeline:
 
     async def stop(self) -> None:
         """Leave the group, flush the producer, bring the roll-ups up to date (one attempt: what a failure leaves
-        stale is recomputed at the next start); uncommitted batches are replayed by the next owner."""
+        stale is recomputed at the next start), close ClickHouse; uncommitted batches are replayed by the next
+        owner."""
         for client in (getattr(self, "consumer", None), getattr(self, "producer", None)):  # None: stopped while
             if client is not None:                                                       # still starting
                 await client.stop()
@@ -163,12 +168,17 @@ class Pipeline:
                 await self._in_executor(worker.store.refresh_rollups, True)
             except ClickHouseError as exc:
                 log.warning("roll-ups not refreshed at stop (recomputed at the next start): %s", exc)
+        self._stop_retrying.set()  # a read still waiting for ClickHouse gives up
+        self._reader.shutdown(wait=True, cancel_futures=True)
+        if worker is not None:  # no call is running now: close the session (chDB crashed at exit while open)
+            await self._in_executor(worker.store.ch.close)
         self._executor.shutdown(wait=True)
-        self._reader.shutdown(wait=False, cancel_futures=True)  # reads only: nothing to finish
 
     def request_stop(self) -> None:
-        """Let :meth:`run` return after the batch in flight (committed) or the current wait for input."""
+        """Let :meth:`run` return after the batch in flight (committed) or the current wait for input; a batch
+        waiting for ClickHouse gives up (RetryStopped, nothing committed: it is replayed at the next start)."""
         self._stopping = True
+        self._stop_retrying.set()
 
     async def run(self) -> None:
         """Fetch, process and commit batches until :meth:`request_stop`. Raises on a failed produce (the process
@@ -243,7 +253,8 @@ class Pipeline:
         clean events the combined stages already published (None: clean the ``ingest`` records here)."""
         async with self._lock:
             if published is not None:
-                out = await self._count(*published)
+                out = []
+                await self._count(*published)
             else:
                 # the window stage's ClickHouse work runs on the executor thread while this thread cleans
                 window = asyncio.ensure_future(self._window(clean)) if clean else None
@@ -263,7 +274,8 @@ class Pipeline:
         out = []
         kinds: dict[str, int] = {}
         for rec in records:
-            routed = route(rec.value or b"", Origin(rec.topic, rec.partition, rec.offset), now_ms, tolerance_ms)
+            routed = route(rec.value or b"", Origin(rec.topic, rec.partition, rec.offset), now_ms, tolerance_ms,
+                           self._limits, self.settings.dead_letter_payload_max_bytes)
             if routed.reason is not None:
                 metrics.DEAD_LETTERS.labels("cleaner", routed.reason).inc()
             else:
@@ -305,29 +317,39 @@ class Pipeline:
         return items, values
 
     async def _window(self, records: Sequence[Any]) -> list[Message]:
-        """Separate stages: decode the clean events read back from Kafka, then count them."""
+        """Separate stages: decode and check the clean events read back from Kafka (any producer can write
+        there: what does not decode or breaks the clean rules is dead-lettered), then count them."""
         items, out = [], []
         now_ms = int(time.time() * 1000)
         for rec in records:
             schema, kind = self.clean_kinds[rec.topic]
             try:
                 record = codec.decode(rec.value or b"", schema)[1]
-            except codec.DecodeError as exc:
-                key, value = encode_dead_letter("unparseable_payload", str(exc), "window", rec.value or b"",
-                                                Origin(rec.topic, rec.partition, rec.offset), now_ms)
-                metrics.DEAD_LETTERS.labels("window", "unparseable_payload").inc()
-                out.append((topics.DEAD_LETTER, key, value))
+                check_clean_record(record, self._limits)
+            except (codec.DecodeError, Rejected) as exc:
+                reason = exc.reason if isinstance(exc, Rejected) else "unparseable_payload"
+                out.append(self._dead_letter(reason, str(exc), rec.value or b"",
+                                             Origin(rec.topic, rec.partition, rec.offset), now_ms))
                 continue
             items.append(Item(rec.topic, rec.partition, rec.offset, kind, record))
-        return out + await self._count(items, {(r.topic, r.partition, r.offset): r.value or b"" for r in records})
+        await self._count(items, {(r.topic, r.partition, r.offset): r.value or b"" for r in records})
+        return out
 
-    async def _count(self, items: Sequence[Item], values: dict[Position, bytes]) -> list[Message]:
-        """The window stage proper: returns once ClickHouse holds the batch (``values``: each item's clean event
-        as published, by position); returns late events and dead letters of quarantined durations."""
+    async def _count(self, items: Sequence[Item], values: dict[Position, bytes]) -> None:
+        """The window stage proper, one exactly-once unit: fold the batch, publish its late events and dead
+        letters (waiting for the acks), then write it to ClickHouse; returns once ClickHouse holds it. A crash
+        before the write replays the batch and publishes those outputs again (same keys: the dead-letter table
+        keeps one row per origin); after the write the batch is a replay and nothing is folded or published
+        again. ``values``: each item's clean event as published, by position."""
         metrics.EVENTS_IN.labels("window").inc(len(items))
         worker = self._window_worker
         assert worker is not None  # built by start()
-        result = await self._in_executor(worker.process, items, time.time())
+        result = await self._in_executor(worker.fold, items, time.time())
+        await self._publish(self._window_outputs(result, values))
+        await self._in_executor(worker.persist, items, result)
+
+    def _window_outputs(self, result: BatchResult, values: dict[Position, bytes]) -> list[Message]:
+        """Late events (to the late topic) and dead letters of a folded batch."""
         now_ms = int(time.time() * 1000)
         out: list[Message] = []
         for item in result.late:
@@ -335,10 +357,15 @@ class Pipeline:
             out.append((topics.LATE, item.record["event_id"].encode(), value))
         for q in result.quarantined:
             position = (q.item.topic, q.item.partition, q.item.offset)
-            key, value = encode_dead_letter(q.reason, q.detail, "window", values[position], Origin(*position), now_ms)
-            metrics.DEAD_LETTERS.labels("window", q.reason).inc()
-            out.append((topics.DEAD_LETTER, key, value))
+            out.append(self._dead_letter(q.reason, q.detail, values[position], Origin(*position), now_ms))
         return out
+
+    def _dead_letter(self, reason: str, detail: str, payload: bytes, origin: Origin, now_ms: int) -> Message:
+        """A window-stage dead letter, counted."""
+        metrics.DEAD_LETTERS.labels("window", reason).inc()
+        key, value = encode_dead_letter(reason, detail, "window", payload, origin, now_ms,
+                                        self.settings.dead_letter_payload_max_bytes)
+        return topics.DEAD_LETTER, key, value
 
     def _store_dead_letters(self, records: Sequence[Any]) -> None:
         """Blocks (retrying with back-off) until ClickHouse accepted the batch. Runs on the executor."""
@@ -347,7 +374,7 @@ class Pipeline:
         store = self._dead_letters
         for rec in records:
             store.add(rec.value or b"", rec.topic, rec.partition, rec.offset)
-        retry_clickhouse("dead-letter write", store.flush)
+        retry_clickhouse("dead-letter write", store.flush, stopping=self._stop_retrying)
         metrics.EVENTS_IN.labels("dead_letter_sink").inc(len(records))
         metrics.EVENTS_OUT.labels("dead_letter_sink", "dead_letter").inc(len(records))
 
@@ -362,14 +389,15 @@ class Pipeline:
                 migrate(ch)
                 return ch
 
-            ch = retry_clickhouse("connect", connect_and_migrate)
+            ch = retry_clickhouse("connect", connect_and_migrate, stopping=self._stop_retrying)
             windower = Windower(s.window_seconds, s.grace_seconds, s.idle_seconds, s.entity_horizon_seconds)
             rules = CaseRules(s.sla_first_response_seconds, s.sla_resolution_seconds, s.max_duration_seconds * 1000)
             store = WindowStore(ch, topics.FEEDBACK, topics.TICKETS, s.window_seconds, s.rollup_window_seconds,
                                 s.rollup_interval_seconds)
             self._window_worker = WindowWorker(windower, store, s.dimensions, rules,
                                                rolling_interval_seconds=s.rolling_refresh_seconds,
-                                               max_entities_per_source=s.entity_cache_per_partition)
+                                               max_entities_per_source=s.entity_cache_per_partition,
+                                               stopping=self._stop_retrying)
         return self._window_worker
 
     async def _in_executor(self, fn: Any, *args: Any, executor: ThreadPoolExecutor | None = None) -> Any:

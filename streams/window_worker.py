@@ -6,6 +6,7 @@ Blocking (ClickHouse I/O): the pipeline runs every call on one dedicated thread,
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from satpulse import metrics
-from sinks.clickhouse import ClickHouseError
+from sinks.retry import RetryStopped as RetryStopped  # re-exported (moved to sinks.retry)
+from sinks.retry import retry_clickhouse as retry_clickhouse
 from sinks.window_store import WindowStore
 from streams.aggregates import WindowAgg
 from streams.entities import (
@@ -51,7 +53,9 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Quarantined:
-    """A lifecycle event whose duration is not counted (reason: negative_duration or absurd_duration)."""
+    """An event the window stage dead-letters: a lifecycle event whose duration is not counted (reason
+    negative_duration or absurd_duration; the event itself is stored), or an event whose folding raised
+    (processing_error; not stored, not counted)."""
 
     item: Item
     reason: str
@@ -60,11 +64,25 @@ class Quarantined:
 
 @dataclass(slots=True)
 class BatchResult:
+    """What :meth:`WindowWorker.fold` made of a batch: the outputs to publish before :meth:`WindowWorker.persist`
+    (late events, dead letters) and what the business metrics count once it is stored."""
+
     late: list[Item] = field(default_factory=list)
-    quarantined: list[Quarantined] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)  # dead letters, in batch order per source
     # new first-response and resolution samples: (kind, channel, priority, seconds)
     durations: list[tuple[str, str, str, float]] = field(default_factory=list)
     new: list[Item] = field(default_factory=list)  # events not already in the store (replays excluded)
+    changed: list[Item] = field(default_factory=list)  # events that changed their rating or case (no repeats)
+    failed: set[tuple[str, int, int]] = field(default_factory=set)  # positions of processing_error events
+
+    def add(self, other: BatchResult) -> None:
+        """Add another source's result to this one."""
+        self.late += other.late
+        self.quarantined += other.quarantined
+        self.durations += other.durations
+        self.new += other.new
+        self.changed += other.changed
+        self.failed |= other.failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,27 +92,13 @@ class WindowResult:
     is_final: bool
 
 
-def retry_clickhouse(what: str, call: Callable[[], T], max_delay: float = 30.0,
-                     sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call until it does not raise ClickHouseError, backing off exponentially up to ``max_delay``; every
-    failure is logged and counted in satpulse_sink_errors_total. Blocks for as long as ClickHouse is down."""
-    delay = 0.2
-    while True:
-        try:
-            return call()
-        except ClickHouseError as exc:
-            metrics.SINK_ERRORS.labels("clickhouse").inc()
-            log.warning("ClickHouse %s failed, retrying in %.1fs: %s", what, delay, exc)
-            sleep(delay)
-            delay = min(delay * 2, max_delay)
-
-
 class WindowWorker:
     """Owns the :class:`Windower` and the :class:`WindowStore` of one worker process."""
 
     def __init__(self, windower: Windower, store: WindowStore, dimensions: Iterable[str], rules: CaseRules,
                  retry_max_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep,
-                 rolling_interval_seconds: float = 15.0, max_entities_per_source: int = 50_000) -> None:
+                 rolling_interval_seconds: float = 15.0, max_entities_per_source: int = 50_000,
+                 stopping: threading.Event | None = None) -> None:
         self.windower = windower
         self.store = store
         self.dimensions = tuple(dimensions)
@@ -103,13 +107,14 @@ class WindowWorker:
         self.rolling_interval_seconds = rolling_interval_seconds  # how often results() refreshes the rolling gauges
         self.max_entities_per_source = max_entities_per_source  # ratings/cases kept in memory per partition
         self._sleep = sleep
+        self._stopping = stopping  # once set, a call waiting for ClickHouse raises RetryStopped
         self._late_reported = 0
         self._gauge_window: dict[tuple[str, str], int] = {}  # window start shown by the gauges
         self._rolling_at = float("-inf")
         self._rolling_labels: set[tuple[str, str, str]] = set()
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
-        return retry_clickhouse(what, call, self.retry_max_seconds, self._sleep)
+        return retry_clickhouse(what, call, self.retry_max_seconds, self._sleep, self._stopping)
 
     # --- entities ---------------------------------------------------------------------------------------
     def _contribution(self, kind: str, state: Any) -> tuple[Contribution, frozenset[str]]:
@@ -167,27 +172,47 @@ class WindowWorker:
             metrics.REPLAY_SKIPPED.inc(len(items) - len(new))
             if not new:
                 return
-            result.new.extend(new)
             kind = new[0].kind
             self._load_entities(source, kind, {_entity_id(kind, i.record) for i in new})
-            # fold the batch into each entity; only the final state per entity matters for the cells
-            states: dict[str, Any] = {}
-            last_item: dict[str, Item] = {}
-            for item in new:
+            part = BatchResult(new=new)
+            changes, keys = self._fold(source, kind, new, part)
+            if not self._load_cells(source, keys):
+                continue  # state was dropped: start this source over from the store
+            w.apply(source, changes)
+            part.late.extend(i for i in new if w.count_late(i.record["event_time"]))
+            result.add(part)
+            return
+
+    def _fold(self, source: Source, kind: str, new: Sequence[Item], result: BatchResult
+              ) -> tuple[list[Change], set[WindowKey]]:
+        """Fold the batch into each entity (only the final state per entity matters for the cells). Returns
+        the changes and the cell keys they touch; adds dead letters, duration samples and the events that
+        changed their entity to ``result``. An event whose fold
+        raises is dead-lettered (processing_error) and left out; so are all of an entity's events in this batch
+        when its contribution cannot be computed, and that entity keeps its state."""
+        w = self.windower
+        states: dict[str, Any] = {}
+        events: dict[str, list[Item]] = defaultdict(list)  # per entity, the events that changed it
+        for item in new:
+            try:
                 eid = _entity_id(kind, item.record)
                 old = states.get(eid)
                 if old is None:
                     known = w.entity(source, eid)
                     old = known.state if known else None
-                if kind == "feedback":
-                    states[eid] = newer_rating(old, rating_state(item.record))
-                else:
-                    states[eid] = apply_ticket_event(old, item.record)
-                last_item[eid] = item
-            changes = []
-            contributions: dict[int, Contribution] = {}  # distinct contributions (ratings share them), by id
-            for eid, state in states.items():
-                known = w.entity(source, eid)
+                state = (newer_rating(old, rating_state(item.record)) if kind == "feedback"
+                         else apply_ticket_event(old, item.record))
+            except Exception as exc:  # the guard: one event never stops the batch
+                self._fail(result, [item], exc)
+                continue
+            if state is not old:
+                states[eid] = state
+                events[eid].append(item)
+        changes = []
+        contributions: dict[int, Contribution] = {}  # distinct contributions (ratings share them), by id
+        for eid, state in states.items():
+            known = w.entity(source, eid)
+            try:
                 old_contribution: Contribution = ()
                 old_quarantine: frozenset[str] = frozenset()
                 if known is not None:
@@ -195,30 +220,40 @@ class WindowWorker:
                                         else self._contribution(kind, known.state)[0])
                     old_quarantine = known.quarantined
                 contribution, quarantine = self._contribution(kind, state)
-                contributions[id(old_contribution)] = old_contribution
-                contributions[id(contribution)] = contribution
-                # a rating's contribution is cheap to recompute: only cases keep theirs in memory
-                changes.append(Change(eid, state, old_contribution, contribution, last_item[eid].record["event_time"],
-                                      quarantine, keep_contribution=kind == "ticket"))
-                if kind == "ticket":
-                    for sample in ("first_response", "resolution"):
-                        at_and_ms = _duration_sample(contribution, sample)
-                        if at_and_ms is not None and at_and_ms != _duration_sample(old_contribution, sample):
-                            result.durations.append((sample, dict(state.dims).get("channel") or "unknown",
-                                                     state.priority or "none", at_and_ms[1] / 1000))
-                for reason in quarantine - old_quarantine if quarantine else ():
-                    result.quarantined.append(Quarantined(last_item[eid], reason, _describe(state, reason)))
-            keys = {k for contribution in contributions.values() for k, _ in contribution}
-            if not self._load_cells(source, keys):
-                continue  # state was dropped: start this source over from the store
-            w.apply(source, changes)
-            result.late.extend(i for i in new if w.count_late(i.record["event_time"]))
-            return
+            except Exception as exc:
+                self._fail(result, events[eid], exc)
+                continue
+            last = events[eid][-1]
+            result.changed.extend(events[eid])
+            contributions[id(old_contribution)] = old_contribution
+            contributions[id(contribution)] = contribution
+            # a rating's contribution is cheap to recompute: only cases keep theirs in memory
+            changes.append(Change(eid, state, old_contribution, contribution, last.record["event_time"],
+                                  quarantine, keep_contribution=kind == "ticket"))
+            if kind == "ticket":
+                for sample in ("first_response", "resolution"):
+                    at_and_ms = _duration_sample(contribution, sample)
+                    if at_and_ms is not None and at_and_ms != _duration_sample(old_contribution, sample):
+                        result.durations.append((sample, dict(state.dims).get("channel") or "unknown",
+                                                 state.priority or "none", at_and_ms[1] / 1000))
+            for reason in quarantine - old_quarantine if quarantine else ():
+                result.quarantined.append(Quarantined(last, reason, _describe(state, reason)))
+        keys = {k for contribution in contributions.values() for k, _ in contribution}
+        return changes, keys
 
-    def process(self, items: Sequence[Item], now: float) -> BatchResult:
-        """Count a batch and persist it. Returns only once ClickHouse holds it (retrying with back-off while
-        it is down: the caller is blocked, which is the back-pressure); then the offsets may be acked.
-        ``now`` is wall-clock epoch seconds."""
+    @staticmethod
+    def _fail(result: BatchResult, items: Sequence[Item], exc: Exception) -> None:
+        log.warning("processing_error in the window stage at %s/%d/%d: %s", items[0].topic, items[0].partition,
+                    items[0].offset, type(exc).__name__)
+        detail = f"{type(exc).__name__}: {str(exc)[:500]}"
+        for item in items:
+            result.quarantined.append(Quarantined(item, "processing_error", detail))
+            result.failed.add((item.topic, item.partition, item.offset))
+
+    def fold(self, items: Sequence[Item], now: float) -> BatchResult:
+        """Count a batch into the window state (reading missing state from the store, retrying while it is
+        down) without writing it: publish the result's late events and dead letters, then :meth:`persist`.
+        Replays (offsets the store already holds) are skipped. ``now`` is wall-clock epoch seconds."""
         self.windower.wake(now)
         result = BatchResult()
         by_source: dict[Source, list[Item]] = defaultdict(list)
@@ -226,9 +261,16 @@ class WindowWorker:
             by_source[(item.topic, item.partition)].append(item)
         for source, source_items in by_source.items():
             self._process_source(source, source_items, now, result)
+        return result
+
+    def persist(self, items: Sequence[Item], result: BatchResult) -> None:
+        """Write what :meth:`fold` counted: the window cells and the batch's events (not the processing_error
+        ones). Returns only once ClickHouse holds them (retrying with back-off while it is down: the caller is
+        blocked, which is the back-pressure); then the offsets may be acked."""
         rows = self.windower.dirty_rows()
-        feedback = [(i.partition, i.offset, i.record) for i in items if i.kind == "feedback"]
-        tickets = [(i.partition, i.offset, i.record) for i in items if i.kind == "ticket"]
+        stored = [i for i in items if (i.topic, i.partition, i.offset) not in result.failed]
+        feedback = [(i.partition, i.offset, i.record) for i in stored if i.kind == "feedback"]
+        tickets = [(i.partition, i.offset, i.record) for i in stored if i.kind == "ticket"]
         started = time.perf_counter()
         self._retry("write", lambda: self.store.write(rows, feedback, tickets))
         metrics.SINK_FLUSH_SECONDS.labels("clickhouse").observe(time.perf_counter() - started)
@@ -236,6 +278,11 @@ class WindowWorker:
         self.windower.mark_persisted(rows)
         metrics.ENTITIES_EVICTED.inc(self.windower.evict_entities(self.max_entities_per_source))
         _observe(result)
+
+    def process(self, items: Sequence[Item], now: float) -> BatchResult:
+        """:meth:`fold` then :meth:`persist`, for callers that publish nothing (tests, backfills into the store)."""
+        result = self.fold(items, now)
+        self.persist(items, result)
         return result
 
     def advance(self, now: float) -> tuple[set[WindowKey], set[WindowKey]]:
@@ -302,6 +349,7 @@ def _observe(result: BatchResult) -> None:
     scores: dict[str, list[float]] = defaultdict(list)  # channel -> scores (a labels() lookup costs 1.3 us)
     for item in result.new:
         kinds[item.kind] += 1
+    for item in result.changed:  # a repeated event, or an older version of a rating, is not counted again
         record = item.record
         if item.kind != "feedback" or record["satisfied"] is None:
             continue
