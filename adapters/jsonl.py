@@ -1,7 +1,9 @@
 """JSONL file adapter: one raw submission (docs/ingest-format.md) per line -> the ingest topic.
 
-A line that is not a JSON object goes to the dead-letter topic with reason ``unparseable_payload`` and its
-origin ``path:line``; validation of the fields is the cleaner's job. Blank lines are skipped.
+Every line that is a JSON object gets the privacy policy (:mod:`adapters.privacy`) before it is published; one
+the policy leaves unchanged is published byte for byte as read. A line that is not a JSON object goes to the
+dead-letter topic with reason ``unparseable_payload`` and its origin ``path:line``, as read (no policy: it is
+no submission); validation of the fields is the cleaner's job. Blank lines are skipped.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.privacy import PrivacyPolicy
 from adapters.publisher import Publisher
 from satpulse import metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
@@ -34,9 +37,18 @@ def key_of(obj: dict[str, object]) -> bytes | None:
     return None if key is None else key.encode()
 
 
-def publish_jsonl(path: Path, publisher: Publisher) -> ImportSummary:
-    """Publish every line of ``path``. Blocks; raises PublishError/KafkaError if Kafka does not acknowledge.
-    The caller flushes the publisher (its context manager does)."""
+def ingest_message(obj: dict[str, object], line: bytes, privacy: PrivacyPolicy) -> tuple[bytes | None, bytes]:
+    """(key, value) of the ingest message of the submission ``obj`` parsed from ``line``: ``privacy`` applied,
+    the line itself when that changes nothing, else the changed submission as JSON."""
+    prepared = privacy.apply(obj)
+    value = line if prepared == obj else json.dumps(prepared, ensure_ascii=False).encode()
+    return key_of(prepared), value
+
+
+def publish_jsonl(path: Path, publisher: Publisher, privacy: PrivacyPolicy) -> ImportSummary:
+    """Publish every line of ``path``, ``privacy`` applied to each submission. Blocks; raises
+    PublishError/KafkaError if Kafka does not acknowledge. The caller flushes the publisher (its context
+    manager does)."""
     summary = ImportSummary()
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
@@ -56,7 +68,7 @@ def publish_jsonl(path: Path, publisher: Publisher) -> ImportSummary:
                 summary.rejected["unparseable_payload"] += 1
                 metrics.DEAD_LETTERS.labels(STAGE, "unparseable_payload").inc()
                 continue
-            publisher.send(topics.INGEST, key_of(obj), payload)
+            publisher.send(topics.INGEST, *ingest_message(obj, payload, privacy))
             summary.published += 1
             metrics.EVENTS_OUT.labels(STAGE, str(obj.get("kind", "feedback"))).inc()
     return summary

@@ -57,13 +57,15 @@ _LOG_LEVELS = {"crit": "CRITICAL", "warn": "WARNING"}  # short names accepted by
 
 def _cmd_publish(args: argparse.Namespace) -> int:
     from adapters.jsonl import publish_jsonl
+    from adapters.privacy import PrivacyPolicy
     from adapters.publisher import Publisher, ensure_topics
     from satpulse.settings import get_settings
 
     settings = get_settings()
+    privacy = PrivacyPolicy(settings.redact_personal_data, settings.pseudonymisation_key)
     ensure_topics(settings)
     with Publisher(settings) as publisher:
-        summary = publish_jsonl(Path(args.file), publisher)
+        summary = publish_jsonl(Path(args.file), publisher, privacy)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items())) or "none"
     print(f"lines read {summary.lines}, published {summary.published}, rejected: {rejected}")
     return 0
