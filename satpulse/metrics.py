@@ -61,9 +61,13 @@ SINK_BATCH_ROWS = Histogram("satpulse_sink_batch_rows", "Rows per sink write", [
 # duration of successful sink writes
 SINK_FLUSH_SECONDS = Histogram("satpulse_sink_flush_seconds", "Duration of a successful sink write", ["sink"],
                                registry=REGISTRY)
-# failed sink write attempts (each is retried)
-SINK_ERRORS = Counter("satpulse_sink_errors_total", "Failed sink write attempts, retried", ["sink"],
+# failed sink write attempts (each is retried), by kind: transient (outage, overload) or permanent (the sink
+# refuses the statement itself: syntax, type, size; see sinks.clickhouse.TRANSIENT_CODES)
+SINK_ERRORS = Counter("satpulse_sink_errors_total", "Failed sink write attempts, retried", ["sink", "kind"],
                       registry=REGISTRY)
+# retry loops stuck since a permanent error (0 when none is; a loop stops counting once its call succeeded)
+SINK_BLOCKED_PERMANENT = Gauge("satpulse_sink_blocked_permanent", "Sink retry loops stuck on a permanent error",
+                               ["sink"], registry=REGISTRY)
 # bucket bounds of the duration histograms; they hold every SLA target of the alert rules
 _DURATION_BUCKETS = (300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800, 259200, 604800)
 # case resolution time (resolved - created), observed once per new resolution, by channel and priority

@@ -14,6 +14,7 @@ A backend is not thread-safe (clickhouse-driver's Client is not): use one per th
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -25,8 +26,77 @@ from clickhouse_driver.util.escape import escape_param
 Params = Mapping[str, Any]
 
 
+# server error codes (ClickHouse src/Common/ErrorCodes.cpp) that go away by themselves: the server, its network,
+# its load or its replication is unwell, not the statement. Every other code means ClickHouse refuses the statement
+# (syntax, unknown table or column, type, a value that does not fit its column, access) until someone changes it.
+TRANSIENT_CODES: tuple[int, ...] = (
+    3,  # UNEXPECTED_END_OF_FILE
+    32,  # ATTEMPT_TO_READ_AFTER_EOF
+    95,  # CANNOT_READ_FROM_SOCKET
+    96,  # CANNOT_WRITE_TO_SOCKET
+    159,  # TIMEOUT_EXCEEDED
+    173,  # CANNOT_ALLOCATE_MEMORY
+    198,  # DNS_ERROR
+    201,  # QUOTA_EXPIRED (QUOTA_EXCEEDED: the quota interval ends)
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  # NO_FREE_CONNECTION
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR (clickhouse-driver: connection refused, reset, closed)
+    225,  # NO_ZOOKEEPER
+    236,  # ABORTED
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY (a replica lost its Keeper session)
+    243,  # NOT_ENOUGH_SPACE
+    244,  # UNEXPECTED_ZOOKEEPER_ERROR
+    252,  # TOO_MANY_PARTS
+    265,  # NO_AVAILABLE_REPLICA
+    279,  # ALL_CONNECTION_TRIES_FAILED
+    285,  # TOO_FEW_LIVE_REPLICAS
+    286,  # UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    394,  # QUERY_WAS_CANCELLED
+    415,  # ALL_REPLICAS_LOST
+    425,  # SYSTEM_ERROR
+    439,  # CANNOT_SCHEDULE_TASK
+    473,  # DEADLOCK_AVOIDED
+    999,  # KEEPER_EXCEPTION
+)
+STATEMENT_CHARS = 500  # how much of a failing statement an error keeps
+_CODE = re.compile(r"\bCode: (\d{1,9})\.")  # "Code: 62. DB::Exception: Syntax error ..." (chDB, server text)
+
+
 class ClickHouseError(RuntimeError):
-    """A statement failed (connection refused, server error, bad SQL). The caller decides to retry."""
+    """A statement failed (connection refused, server error, bad SQL). The caller decides to retry.
+
+    ``code`` is the ClickHouse error code when the server (or clickhouse-driver) gave one; ``statement`` is the
+    start of the failing SQL as written, with ``%(name)s`` placeholders and without inserted data (values may be
+    personal data), or None when no statement was running."""
+
+    def __init__(self, message: str, code: int | None = None, statement: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.statement = statement[:STATEMENT_CHARS] if statement is not None else None
+
+    @classmethod
+    def wrap(cls, exc: BaseException, statement: str | None = None) -> ClickHouseError:
+        """The ClickHouseError for an exception an engine raised while running ``statement``, with its code."""
+        return cls(str(exc), error_code(exc), statement)
+
+    @property
+    def permanent(self) -> bool:
+        """True when ClickHouse refuses the statement itself: retrying it unchanged fails the same way. An error
+        without a code (network, socket, EOF) or with a code in TRANSIENT_CODES is not permanent."""
+        return self.code is not None and self.code not in TRANSIENT_CODES
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code of ``exc``: clickhouse-driver's ``code`` attribute (ServerException and its
+    client-side errors), else the first "Code: N." in its text (chDB). None when there is none."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and code > 0:
+        return code
+    match = _CODE.search(str(exc))
+    return int(match.group(1)) if match else None
 
 
 class ClickHouse(Protocol):
@@ -97,18 +167,20 @@ class ChdbClickHouse:
             self._session: Any = active[1]
         self.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
 
-    def _run(self, sql: str, fmt: str) -> Any:
+    def _run(self, sql: str, fmt: str, statement: str) -> Any:
+        """Run ``sql`` (literal values included); a failure is a ClickHouseError naming ``statement``, the SQL
+        without its values."""
         try:
             with self._lock:
                 return self._session.query(sql, fmt)
         except Exception as exc:  # chDB raises RuntimeError/ChdbError with the server's message
-            raise ClickHouseError(str(exc)) from exc
+            raise ClickHouseError.wrap(exc, statement) from exc
 
     def execute(self, sql: str, params: Params | None = None) -> None:
-        self._run(_substitute(sql, params), "TabSeparated")
+        self._run(_substitute(sql, params), "TabSeparated", sql)
 
     def query(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
-        result = self._run(_substitute(sql, params), "JSONCompact")
+        result = self._run(_substitute(sql, params), "JSONCompact", sql)
         text = result.bytes().decode() if hasattr(result, "bytes") else str(result)
         if not text.strip():
             return []
@@ -117,15 +189,16 @@ class ChdbClickHouse:
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
+        into = f"INSERT INTO {table} ({', '.join(columns)}) FORMAT"
         # JSON data, not SQL literals: the values never pass through the SQL parser. One dumps call for the
         # whole block gives "[row],[row],...", which JSONCompactEachRow reads (orjson: 15x json.dumps)
         try:
             data = orjson.dumps(rows if isinstance(rows, list) else list(rows))[1:-1].decode()
         except TypeError:  # bytes values (raw payloads), which JSON cannot carry: Values data, escaped literals
             values = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
-            self._run(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT Values {values}", "TabSeparated")
+            self._run(f"{into} Values {values}", "TabSeparated", f"{into} Values")
             return
-        self._run(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT JSONCompactEachRow\n{data}", "TabSeparated")
+        self._run(f"{into} JSONCompactEachRow\n{data}", "TabSeparated", f"{into} JSONCompactEachRow")
 
     def close(self) -> None:
         """Close the process's chDB session (releases the data directory for other processes)."""
@@ -159,7 +232,7 @@ class ServerClickHouse:
                 return self._client.execute(sql, params, **kwargs)
             except Exception as exc:  # clickhouse_driver.errors.Error, socket errors, EOFError
                 self._client.disconnect()
-                raise ClickHouseError(str(exc)) from exc
+                raise ClickHouseError.wrap(exc, sql) from exc
 
     def query(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
         return list(self._execute(sql, dict(params) if params else None))
@@ -191,5 +264,5 @@ def connect(url: str) -> ClickHouse:
         except ClickHouseError:
             raise
         except Exception as exc:
-            raise ClickHouseError(str(exc)) from exc
+            raise ClickHouseError.wrap(exc) from exc
     raise ValueError(f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:///path or clickhouse://")

@@ -136,6 +136,7 @@ def test_issue_alerts_are_all_defined() -> None:
         "SatpulseCsatLow", "SatpulseCsatDropWeekOverWeek", "SatpulseResolutionTimeAboveSla",
         "SatpulseNegativeFeedbackSurge", "SatpulseDeadLetterRateHigh", "SatpulseNoInput",
         "SatpulseWatermarkLagging", "SatpulseWorkerDown", "SatpulseWorkerAbsent", "SatpulseSinkFailing",
+        "SatpulseSinkPermanentError",  # issue 14: a refused statement alerts apart from an outage
     }
 
 
@@ -200,6 +201,10 @@ MUTATIONS = {
     "watermark_catching_up_alerts": ("and deriv(satpulse_watermark_delay_seconds[10m]) > 0",
                                      "and deriv(satpulse_watermark_delay_seconds[10m]) > -1"),
     "worker_down_other_jobs": ('up{job="satpulse-worker"} == 0', "up == 0"),
+    "sink_failing_counts_permanent": ('satpulse_sink_errors_total{kind="transient"}', "satpulse_sink_errors_total"),
+    "sink_permanent_always_on": ("(satpulse_sink_blocked_permanent) > 0", "(satpulse_sink_blocked_permanent) >= 0"),
+    "sink_permanent_for_dropped": ("(satpulse_sink_blocked_permanent) > 0\n        for: 2m",
+                                   "(satpulse_sink_blocked_permanent) > 0\n        for: 0m"),
 }
 
 
