@@ -22,6 +22,7 @@ from streams.entities import (
     WindowKey,
     apply_ticket_event,
     batch_cells,
+    case_contribution,
     window_start,
 )
 from streams.window_worker import Item, WindowWorker
@@ -145,6 +146,15 @@ def finish(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def final_quarantines(tickets: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
+    """(ticket id, reason) of every quarantine of the cases' final states, computed in one batch."""
+    cases: dict[str, CaseState] = {}
+    for record in tickets:
+        cases[record["ticket_id"]] = apply_ticket_event(cases.get(record["ticket_id"]), record)
+    return {(tid, reason) for tid, case in cases.items()
+            for reason in case_contribution(case, DIMS, WINDOW_S * 1000, RULES)[1]}
+
+
 def case_event(status: str, minutes: int, priority: str | None = "high", team: str | None = None
                ) -> dict[str, Any]:
     """A clean lifecycle event of case "c" on the chat channel (event id: status and minute)."""
@@ -177,15 +187,22 @@ def test_streaming_equals_batch(raw: list[dict[str, Any]], partitions: int, data
     max_entities = data.draw(st.sampled_from([1, 3, 50_000]))
     worker = new_worker(store, max_entities)
     positions = dict.fromkeys(logs, 0)
+    dead_letters: set[tuple[str, str]] = set()  # (ticket id, reason) published to the dead-letter topic
     while any(positions[s] < len(log) for s, log in logs.items()):
         source = data.draw(st.sampled_from([s for s, log in logs.items() if positions[s] < len(log)]))
         size = data.draw(st.integers(1, 15))
         batch = logs[source][positions[source]:positions[source] + size]
-        crash = data.draw(st.sampled_from(["none", "none", "before_write", "after_write"]))
-        if crash == "before_write":  # state lost, nothing written, offsets not acked: replayed
+        crash = data.draw(st.sampled_from(["none", "none", "before_fold", "before_write", "after_write"]))
+        if crash == "before_fold":  # state lost, nothing written, offsets not acked: replayed
             worker = new_worker(store, max_entities)
             continue
-        worker.process(batch, now=0.0)
+        result = worker.fold(batch, now=0.0)
+        # published (acked) before the write, as the pipeline does
+        dead_letters |= {(q.item.record["ticket_id"], q.reason) for q in result.quarantined}
+        if crash == "before_write":
+            worker = new_worker(store, max_entities)
+            continue
+        worker.persist(batch, result)
         if crash == "after_write":  # written but the ack was lost: a fresh worker replays the batch
             worker = new_worker(store, max_entities)
             continue
@@ -193,6 +210,8 @@ def test_streaming_equals_batch(raw: list[dict[str, Any]], partitions: int, data
     feedback = [r for r in records if r["kind"] == "feedback"]
     tickets = [r for r in records if r["kind"] == "ticket"]
     assert store.all_cells() == batch_cells(feedback, tickets, DIMS, WINDOW_S * 1000, RULES)
+    # every quarantine of a case's final state reached the dead-letter topic, whatever crashed where
+    assert final_quarantines(tickets) <= dead_letters
 
 
 def test_rating_edit_replaces_the_older_version_in_its_window() -> None:
