@@ -1,5 +1,5 @@
 """``satpulse`` command line: services, topics, worker, publish, import, channel, ingest-service, report,
-retention, demo."""
+retention, migrate, demo."""
 
 from __future__ import annotations
 
@@ -205,6 +205,23 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from satpulse.settings import get_settings
+    from sinks.clickhouse import connect
+    from sinks.migrations import describe, migrate
+
+    ch = connect(args.url or get_settings().clickhouse_url.get_secret_value())
+    try:
+        applied = migrate(ch, rebuild=True)
+    finally:
+        ch.close()
+    for version in applied:
+        print(f"applied migration {version}: {describe(version)}")
+    if not applied:
+        print("schema up to date: no migration pending")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from satpulse.demo import run_demo
 
@@ -264,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the mutations to finish")
     p.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
     p.set_defaults(func=_cmd_retention)
+    p = sub.add_parser("migrate", help="apply every pending ClickHouse migration, including ones that rebuild a "
+                                       "table: stop all workers first (docs/operations.md#upgrades)")
+    p.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
+    p.set_defaults(func=_cmd_migrate)
     p = sub.add_parser("demo", help="end to end on this machine: local Kafka, embedded ClickHouse, sample "
                                     "traffic, worker, report and metrics")
     p.add_argument("--events", type=int, default=5000)

@@ -1,4 +1,9 @@
-"""ClickHouse schema, managed in code: numbered migrations applied in order at start-up, each once.
+"""ClickHouse schema, managed in code: numbered migrations applied in order, each once.
+
+Two kinds of migration (docs/operations.md#upgrades): one that only creates tables or adds columns is safe
+while workers run, and every worker applies it at start-up (:func:`migrate`); one that rebuilds a table
+(:class:`Rekey`) needs every worker stopped, so a worker refuses to start while one is pending for a table that
+holds data (:class:`MigrationRequired`) and ``satpulse migrate`` applies it (``migrate(ch, rebuild=True)``).
 
 Runs on ClickHouse 18.16 (Debian) and current ClickHouse (chDB, docker-compose) alike, so it avoids
 DateTime64, ``IF NOT EXISTS`` on columns and dedup tokens. Idempotence comes from the table design:
@@ -8,6 +13,7 @@ events by event (since migration 5), the copy at the earliest offset winning —
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -35,6 +41,8 @@ class Rekey:
 
 
 # (version, steps); {db} in SQL is replaced by the database name. Append only: never edit a released step.
+# A plain SQL step must be safe while workers write (CREATE TABLE IF NOT EXISTS); a step that rebuilds a table
+# is a Rekey, which makes its migration one for `satpulse migrate` only.
 MIGRATIONS: tuple[tuple[int, tuple[str | AddColumn | Rekey, ...]], ...] = (
     (1, (
         # full state of one window cell contributed by one source (topic, partition); the highest version
@@ -171,27 +179,64 @@ MIGRATIONS: tuple[tuple[int, tuple[str | AddColumn | Rekey, ...]], ...] = (
 )
 
 
-def migrate(ch: ClickHouse) -> list[int]:
-    """Apply every migration not yet recorded; returns the versions applied now. Blocks; raises
-    ClickHouseError. Safe to run concurrently from several workers (every statement is idempotent)."""
+class MigrationRequired(Exception):
+    """Pending migrations rebuild tables that hold data, which needs every worker stopped. Deliberately not a
+    ClickHouseError: retrying cannot help, so a worker ends with this message instead of waiting."""
+
+    def __init__(self, versions: list[int]) -> None:
+        self.versions = versions
+        numbers = ", ".join(map(str, versions))
+        super().__init__(f"ClickHouse migration(s) {numbers} rebuild tables that hold data: "
+                         "stop all workers and run `satpulse migrate`, then start the workers again")
+
+
+def migrate(ch: ClickHouse, rebuild: bool = False) -> list[int]:
+    """Apply every migration not yet recorded, in order; returns the versions applied now. Blocks; raises
+    ClickHouseError.
+
+    Without ``rebuild`` (a worker's start-up): raises MigrationRequired, before changing anything, when a
+    pending migration would rebuild a table that holds rows (live workers may be writing to it); a rebuild of
+    an empty or not yet created table (a fresh database) runs, since nothing is at stake. Safe to run
+    concurrently from several workers starting on a fresh database (every statement is idempotent, and a table
+    one of them rebuilt already is not rebuilt again). With ``rebuild`` (``satpulse migrate``, every worker
+    stopped): applies every pending migration."""
     db = ch.database
     ch.execute(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at DateTime) "
                "ENGINE = ReplacingMergeTree ORDER BY version")
     done = {row[0] for row in ch.query(f"SELECT version FROM {db}.schema_migrations")}
-    applied = []
-    for version, statements in MIGRATIONS:
-        if version in done:
-            continue
-        for step in statements:
-            if isinstance(step, AddColumn):
-                _add_column(ch, step)
-            elif isinstance(step, Rekey):
-                _rekey(ch, step)
-            else:
-                ch.execute(step.format(db=db))
+    pending = [(version, steps) for version, steps in MIGRATIONS if version not in done]
+    if not rebuild:
+        blocked = [version for version, steps in pending if any(_copies_rows(ch, step) for step in steps)]
+        if blocked:
+            raise MigrationRequired(blocked)
+    for version, steps in pending:
+        _apply(ch, steps)
         ch.insert(f"{db}.schema_migrations", ("version", "applied_at"), [(version, int(time.time()))])
-        applied.append(version)
-    return applied
+    return [version for version, _ in pending]
+
+
+def describe(version: int) -> str:
+    """What migration ``version`` does, in words: "create table t", "add column t.c", "rebuild t (...)"."""
+    return "; ".join(_describe_step(step) for step in dict(MIGRATIONS)[version])
+
+
+def _describe_step(step: str | AddColumn | Rekey) -> str:
+    if isinstance(step, AddColumn):
+        return f"add column {step.table}.{step.column}"
+    if isinstance(step, Rekey):
+        return f"rebuild {step.table} (the old table is kept as {step.table}_previous)"
+    created = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)", step)
+    return f"create table {created.group(1)}" if created else step.strip().splitlines()[0]
+
+
+def _apply(ch: ClickHouse, steps: tuple[str | AddColumn | Rekey, ...]) -> None:
+    for step in steps:
+        if isinstance(step, AddColumn):
+            _add_column(ch, step)
+        elif isinstance(step, Rekey):
+            _rekey(ch, step)
+        else:
+            ch.execute(step.format(db=ch.database))
 
 
 def _add_column(ch: ClickHouse, step: AddColumn) -> None:
@@ -215,6 +260,13 @@ def _table_exists(ch: ClickHouse, table: str) -> bool:
     rows = ch.query("SELECT count() FROM system.tables WHERE database = %(d)s AND name = %(t)s",
                     {"d": ch.database, "t": table})
     return int(rows[0][0]) > 0
+
+
+def _copies_rows(ch: ClickHouse, step: str | AddColumn | Rekey) -> bool:
+    """Whether ``step`` is a rebuild that would copy rows now: its table holds data and is not rebuilt yet."""
+    if not isinstance(step, Rekey) or _table_exists(ch, f"{step.table}_previous"):
+        return False
+    return _table_exists(ch, step.table) and int(ch.query(f"SELECT count() FROM {ch.database}.{step.table}")[0][0]) > 0
 
 
 def _rekey(ch: ClickHouse, step: Rekey) -> None:

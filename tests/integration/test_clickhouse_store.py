@@ -181,14 +181,26 @@ def test_secondary_answers_and_sentiment_model_are_stored(ch: ClickHouse) -> Non
     assert [(r.agg.rated, r.agg.satisfied) for r in windows(ch, "all", 60)] == [(1, 1)]  # the CSAT question only
 
 
-def test_rekey_migration_keeps_every_cell(services: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def schema(ch: ClickHouse) -> list[tuple[Any, ...]]:
+    """Every table of the store with its DDL, and the migrations recorded."""
+    tables = ch.query("SELECT name, create_table_query FROM system.tables WHERE database = %(d)s ORDER BY name",
+                      {"d": ch.database})
+    versions = ch.query(f"SELECT version FROM {ch.database}.schema_migrations ORDER BY version")
+    return [*map(tuple, tables), *map(tuple, versions)]
+
+
+def test_rekey_migration_keeps_every_cell(services: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     """Migrations 4 and 5 rebuild window_cells (time-first sorting key) and the event tables (keyed by
-    identity): a store written at version 3 keeps every row, the new keys are in place, and running the
-    migrations again changes nothing."""
+    identity), which needs every worker stopped: on a store written at version 3, a worker's start-up
+    (``migrate``) refuses with MigrationRequired and changes nothing; ``satpulse migrate`` applies them and
+    says so, every row is kept, the new keys are in place, and running the migrations again changes nothing."""
+    from satpulse import cli
     from sinks import migrations
 
     for engine_name in ("chdb", "server"):
-        engine = connect(clickhouse_url(engine_name, tmp_path / engine_name))
+        url = clickhouse_url(engine_name, tmp_path / engine_name)
+        engine = connect(url)
         monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
         migrations.migrate(engine)
         store = WindowStore(engine, "fb", "tk", 60)
@@ -200,7 +212,16 @@ def test_rekey_migration_keeps_every_cell(services: Any, tmp_path: Path, monkeyp
         tables = ("window_cells", "feedback_events", "ticket_events")
         before = [sorted(map(tuple, engine.query(f"SELECT * FROM {engine.database}.{t} FINAL"))) for t in tables]
         monkeypatch.undo()
-        assert migrations.migrate(engine) == [4, 5]
+        old_schema = schema(engine)
+        with pytest.raises(migrations.MigrationRequired, match=r"4, 5 .*stop all workers and run `satpulse migrate`"):
+            migrations.migrate(engine)
+        assert schema(engine) == old_schema, engine_name
+        engine.close()  # every worker stopped: chDB's data directory is free for the command
+        assert cli.main(["migrate", "--url", url]) == 0
+        applied = capsys.readouterr().out.splitlines()
+        assert [line.split(":")[0] for line in applied] == ["applied migration 4", "applied migration 5"]
+        assert "rebuild window_cells (the old table is kept as window_cells_previous)" in applied[0]
+        engine = connect(url)
         assert migrations.migrate(engine) == []
         after = [sorted(map(tuple, engine.query(f"SELECT * FROM {engine.database}.{t} FINAL"))) for t in tables]
         ddl = [engine.query("SELECT create_table_query FROM system.tables WHERE database = %(d)s AND name = %(t)s",
@@ -210,6 +231,43 @@ def test_rekey_migration_keeps_every_cell(services: Any, tmp_path: Path, monkeyp
         assert "ORDER BY (window_seconds, dimension, window_start" in ddl[0], ddl[0]
         assert "ORDER BY (rating_id, rating_version, event_id)" in ddl[1], ddl[1]
         assert "ORDER BY (ticket_id, event_id)" in ddl[2], ddl[2]
+
+
+@pytest.mark.parametrize("engine_name", ["chdb", "server"])
+@pytest.mark.parametrize("old_version", [0, 3])
+def test_a_database_without_data_migrates_fully_at_worker_start(services: Any, tmp_path: Path, engine_name: str,
+                                                                 old_version: int,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild of tables that hold no rows puts nothing at stake, so a worker's start-up applies every
+    pending migration, the rebuilding ones too: on a fresh database and on an empty one at version 3."""
+    from sinks import migrations
+
+    engine = connect(clickhouse_url(engine_name, tmp_path))
+    try:
+        monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:old_version])
+        migrations.migrate(engine)
+        monkeypatch.undo()
+        assert migrations.migrate(engine) == [v for v, _ in migrations.MIGRATIONS if v > old_version]
+        ddl = engine.query("SELECT create_table_query FROM system.tables WHERE database = %(d)s AND name = %(t)s",
+                           {"d": engine.database, "t": "window_cells"})[0][0]
+    finally:
+        engine.close()
+    assert "ORDER BY (window_seconds, dimension, window_start" in ddl, ddl
+
+
+def test_migration_required_is_not_retried_as_a_clickhouse_error() -> None:
+    """The worker connects and migrates inside retry_clickhouse, which retries ClickHouseError only: a
+    pending rebuild ends the start-up at once, with the instruction, instead of waiting forever."""
+    from sinks.clickhouse import ClickHouseError
+    from sinks.migrations import MigrationRequired
+    from streams.pipeline import retry_clickhouse  # the one the worker's start-up calls
+
+    def start() -> None:
+        raise MigrationRequired([4, 5])
+
+    assert not issubclass(MigrationRequired, ClickHouseError)
+    with pytest.raises(MigrationRequired, match="satpulse migrate"):
+        retry_clickhouse("connect", start, sleep=lambda seconds: pytest.fail("retried"))
 
 
 def test_an_event_stored_again_at_a_later_offset_is_one_row_the_earliest_copy(ch: ClickHouse) -> None:
