@@ -34,6 +34,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         os.environ["SATPULSE_WORKER_STAGES"] = json.dumps(args.stages.split(","))
     from adapters.publisher import ensure_topics
     from satpulse.settings import get_settings
+    from sinks.migrations import MigrationRequired
     from streams.app import run_worker
 
     delay = 1.0
@@ -48,7 +49,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=_LOG_LEVELS.get(args.loglevel, args.loglevel.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_worker(get_settings())
+    try:
+        run_worker(get_settings())
+    except MigrationRequired as exc:
+        print(f"satpulse worker: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -9,6 +9,7 @@ retry, a replay or a dead letter produced twice is stored once (readers use FINA
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -16,8 +17,8 @@ from satpulse import codec
 from sinks.clickhouse import ClickHouse
 
 DEAD_LETTER_COLUMNS = ("origin_topic", "origin_partition", "origin_offset", "origin_ref", "stage", "reason",
-                       "detail", "payload", "failed_at", "failed_at_ms", "dead_letter_partition",
-                       "dead_letter_offset", "received_at")
+                       "detail", "payload", "payload_size", "payload_sha256", "failed_at", "failed_at_ms",
+                       "dead_letter_partition", "dead_letter_offset", "received_at")
 # a message on the dead-letter topic that is not a dead letter itself is kept under this stage and reason
 SINK_STAGE = "sink"
 
@@ -42,7 +43,8 @@ class DeadLetterStore:
         except codec.DecodeError as exc:
             record = {"reason": "unparseable_payload", "detail": str(exc), "stage": SINK_STAGE,
                       "origin_topic": topic, "origin_partition": partition, "origin_offset": offset,
-                      "origin_ref": None, "payload": value, "failed_at": now_ms}
+                      "origin_ref": None, "payload": value, "payload_size": len(value),
+                      "payload_sha256": hashlib.sha256(value).hexdigest(), "failed_at": now_ms}
 
         def either(key: str, default: Any) -> Any:
             return default if record[key] is None else record[key]
@@ -51,7 +53,8 @@ class DeadLetterStore:
         self._rows.append((
             either("origin_topic", ""), either("origin_partition", -1), either("origin_offset", -1),
             either("origin_ref", ""), record["stage"], record["reason"], record["detail"], bytes(record["payload"]),
-            failed_at_ms // 1000, failed_at_ms, partition, offset, now_ms // 1000))
+            either("payload_size", 0), either("payload_sha256", ""), failed_at_ms // 1000, failed_at_ms, partition,
+            offset, now_ms // 1000))
 
     def flush(self) -> int:
         """Insert the buffered rows as one block; returns how many. Blocks; raises ClickHouseError (the

@@ -176,6 +176,12 @@ MIGRATIONS: tuple[tuple[int, tuple[str | AddColumn | Rekey, ...]], ...] = (
         Rekey("ticket_events", "ReplacingMergeTree(copy_rank) PARTITION BY toYYYYMM(event_time) "
                                "ORDER BY (ticket_id, event_id)"),
     )),
+    (6, (
+        # a dead letter carries at most dead_letter_payload_max_bytes of its payload: the whole one's size and
+        # hash (0 and '' for rows stored before)
+        AddColumn("dead_letters", "payload_size", "UInt64"),
+        AddColumn("dead_letters", "payload_sha256", "String"),
+    )),
 )
 
 

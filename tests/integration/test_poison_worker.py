@@ -108,6 +108,14 @@ def test_poison_corpus_interleaved_with_valid_events(services: Any, tmp_path: Pa
     dead = stored_dead_letters(url, names.ingest)
     assert sorted((p, o) for p, o, _ in dead) == sorted(positions[i] for i, (n, _) in enumerate(messages) if n)
     assert "processing_error" not in {reason for _, _, reason in dead}
+    ch = connect(url)
+    try:  # large payloads are stored as their first 64 KiB, with the whole one's size and hash
+        [(largest, longest, hashed)] = ch.query(
+            f"SELECT max(payload_size), max(length(payload)), countIf(length(payload_sha256) = 64) "
+            f"FROM {ch.database}.dead_letters FINAL WHERE origin_topic = %(topic)s", {"topic": names.ingest})
+    finally:
+        ch.close()
+    assert (int(longest), int(hashed)) == (64 * 1024, len(corpus)) and int(largest) > 900_000
 
 
 BAD_CHANNEL = "sms"  # no valid sample event uses it: the offline answer covers the other channels
