@@ -1,19 +1,32 @@
 """HTTP ingestion service (aiohttp): helpdesk webhooks -> raw submissions -> the ingest topic.
 
 Routes: ``POST /webhooks/{zendesk,freshdesk,intercom,helpscout,chatwoot,generic}``, ``GET /health``,
-``GET /metrics`` (the satpulse.metrics registry). For each webhook request, in this order:
+``GET /metrics`` (the satpulse.metrics registry). For each webhook request, in this order (docs/adapters.md has
+the status table):
 
-1. body larger than ``ingest_max_body_bytes`` (Content-Length, then the bytes actually read) -> 413
+1. body larger than ``ingest_max_body_bytes`` (Content-Length, then the bytes actually read) -> 413 body_too_large;
+   a body stream that breaks (bad chunking, an undecodable Content-Encoding) -> 400 unreadable_body
 2. authentication as the vendor documents it (adapters/signatures.py) -> 401 with the reason
-3. JSON and the vendor's payload shape (adapters/vendors.py) -> 400 with the reason
-4. delivery already accepted (or in flight) within the replay window -> 409; accepted delivery ids are also
-   written to a sqlite3 file (adapters/replay_store.py, on its own thread), so a restarted service refuses them too
-5. publish every resulting submission with aiokafka's ``AIOKafkaProducer(acks="all", enable_idempotence=True)``
-   and wait for the broker's acknowledgement of each -> 202 ``{"accepted": n}``; no acknowledgement within
-   ``ingest_publish_timeout_seconds`` or a broker error -> 503 and the delivery id is released, so the vendor's
-   retry is accepted. Nothing is answered 202 before Kafka holds it.
+3. the body, parsed once by :func:`parse_body`: over ``max_payload_bytes`` -> 400 too_large; not strict JSON
+   (NaN, Infinity, a number beyond a double such as 1e999, a lone surrogate such as ``"\\ud800"``, not UTF-8)
+   -> 400 invalid_json; deeper or larger than the limits of streams/limits.py -> 400 too_deep / too_large
+4. the vendor's payload -> submissions (adapters/vendors.py), the privacy policy and the encoding of each
+   message, in :func:`prepare_messages`: anything they raise -> 400 invalid_payload (logged once, with the
+   exception class)
+5. delivery already accepted (or in flight) within the replay window -> 409 replay; delivery ids
+   (:func:`adapters.signatures.delivery_id`) are held with :meth:`ReplayGuard.held`, which releases them on any
+   failure; accepted ids are also written to a sqlite3 file (adapters/replay_store.py, on its own thread), so a
+   restarted service refuses them too
+6. publish every message with aiokafka's ``AIOKafkaProducer(acks="all", enable_idempotence=True)`` and wait for
+   the broker's acknowledgement of each -> 202 ``{"accepted": n}``; no acknowledgement within
+   ``ingest_publish_timeout_seconds`` or any error of the publisher -> 503 unavailable, and the delivery id is
+   released, so the vendor's retry is accepted. Nothing is answered 202 before Kafka holds it; a 503 does not
+   promise that nothing was written (docs/adapters.md, "What a 503 means").
 
-Each answer increments ``satpulse_ingest_requests_total{vendor, outcome, reason}``.
+Steps 1-4 only read what the client sent, and every failure in them is a 4xx. One middleware answers every
+refusal and counts every answer in ``satpulse_ingest_requests_total{vendor, outcome, reason}``, including an
+unexpected failure of the service itself (500, outcome ``failed``, reason ``internal_error``; a bug, logged
+with its traceback).
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,7 +48,9 @@ from adapters.jsonl import key_of
 from adapters.privacy import PrivacyPolicy
 from adapters.replay_store import SqliteReplayStore, ThreadedReplayStore
 from adapters.signatures import (
+    AUTH_REASONS,
     AuthError,
+    Replayed,
     ReplayGuard,
     delivery_id,
     verify_chatwoot,
@@ -47,6 +63,7 @@ from adapters.signatures import (
 from adapters.vendors import PARSERS, PayloadError, Submission
 from satpulse import metrics, topics
 from satpulse.settings import Settings
+from streams.limits import DEFAULT_LIMITS, LIMIT_REASONS, Limits, payload_problem, value_problem
 
 log = logging.getLogger(__name__)
 STAGE = "webhook"
@@ -56,7 +73,17 @@ Message = tuple[str, bytes | None, bytes]  # topic, key, value
 
 class AsyncPublisher(Protocol):
     async def publish(self, messages: Sequence[Message]) -> None:
-        """Return once the broker acknowledged every message; raise otherwise."""
+        """Return once the broker acknowledged every message; raise otherwise (any exception: the service answers
+        503). May have written some of the messages when it raises."""
+
+
+class PublishError(Exception):
+    """The broker refused some of a delivery's messages; ``acknowledged`` of ``total`` are on the topic."""
+
+    def __init__(self, acknowledged: int, total: int, first: BaseException) -> None:
+        super().__init__(f"{acknowledged} of {total} messages acknowledged, first error: {first!r}")
+        self.acknowledged = acknowledged
+        self.total = total
 
 
 class KafkaAsyncPublisher:
@@ -81,10 +108,17 @@ class KafkaAsyncPublisher:
             await self._producer.stop()
 
     async def publish(self, messages: Sequence[Message]) -> None:
+        """Hand every message to the producer, then wait until the broker acknowledged or refused each one. Raises
+        RuntimeError before :meth:`start`, what ``send`` raised (the messages handed over before may still be
+        written), or :class:`PublishError` naming how many were acknowledged -- those are on the topic: messages
+        are not published all-or-nothing."""
         if self._producer is None:
             raise RuntimeError("publisher not started")
-        futures = [await self._producer.send(topic, value=value, key=key) for topic, key, value in messages]
-        await asyncio.gather(*futures)
+        handed = [await self._producer.send(topic, value=value, key=key) for topic, key, value in messages]
+        outcomes = await asyncio.gather(*handed, return_exceptions=True)
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
+            raise PublishError(len(messages) - len(failures), len(messages), failures[0]) from failures[0]
 
 
 Verifier = Callable[[Mapping[str, str], bytes, float], None]
@@ -97,6 +131,7 @@ class ServiceConfig:
     publish_timeout_s: float
     privacy: PrivacyPolicy
     ingest_topic: str
+    limits: Limits = DEFAULT_LIMITS
 
 
 def _hmac_verifier(secret: str | None, check: Callable[[str, Mapping[str, str], bytes, float, float], None],
@@ -133,35 +168,142 @@ def config_from_settings(settings: Settings) -> ServiceConfig:
         publish_timeout_s=settings.ingest_publish_timeout_seconds,
         privacy=PrivacyPolicy(settings.redact_personal_data, settings.pseudonymisation_key),
         ingest_topic=topics.INGEST,
+        limits=settings.input_limits(),
     )
 
 
-class _TooLarge(Exception):
-    pass
+# every reason a webhook request is refused for, with its status: one reason, one status, so the reason label of
+# satpulse_ingest_requests_total tells the status too
+REFUSAL_STATUS: dict[str, int] = {
+    "body_too_large": 413, "unreadable_body": 400, **dict.fromkeys(AUTH_REASONS, 401),
+    **dict.fromkeys(LIMIT_REASONS, 400), "invalid_json": 400, "invalid_payload": 400, "replay": 409,
+    "unavailable": 503,
+}
+
+
+class Refusal(Exception):
+    """A webhook request that is not accepted, for ``reason`` (a key of :data:`REFUSAL_STATUS`, which gives
+    ``status``; KeyError for any other); ``detail`` is the explanation for the sender."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.status = REFUSAL_STATUS[reason]
+        self.reason = reason
+        self.detail = detail
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body. Raises :class:`Refusal`: 413 body_too_large past ``limit`` bytes (Content-Length, then the
+    bytes read), 400 unreadable_body when reading the client's stream fails (aiohttp's RequestPayloadError: bad
+    chunking, an undecodable Content-Encoding)."""
     if request.content_length is not None and request.content_length > limit:
-        raise _TooLarge(f"Content-Length {request.content_length} exceeds {limit} bytes")
+        raise Refusal("body_too_large", f"Content-Length {request.content_length} exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.read(65536)
+        try:
+            chunk = await request.content.read(65536)
+        except Exception as exc:  # the client's stream: whatever breaks it is the client's
+            raise Refusal("unreadable_body", f"the body cannot be read: {type(exc).__name__}") from exc
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
         if size > limit:
-            raise _TooLarge(f"body exceeds {limit} bytes")
+            raise Refusal("body_too_large", f"body exceeds {limit} bytes")
         chunks.append(chunk)
 
 
+def _authenticate(verify: Verifier, headers: Mapping[str, str], body: bytes, now: float) -> None:
+    """Raises :class:`Refusal` 401 with the :class:`AuthError` reason when the request is not authentic."""
+    try:
+        verify(headers, body, now)
+    except AuthError as exc:
+        raise Refusal(exc.reason, str(exc)) from exc
+
+
+def parse_body(body: bytes, limits: Limits) -> Any:
+    """The one parse of a webhook body: strict JSON (orjson: no NaN or Infinity, no number that overflows a
+    double such as 1e999, no lone surrogate such as ``"\\ud800"``, UTF-8 only, at most 1024 levels), then the
+    limits of streams/limits.py. Never recurses in Python; raises :class:`Refusal` 400 (too_large, invalid_json,
+    too_deep), nothing else. Every float of the result is finite and every string encodes as UTF-8."""
+    problem = payload_problem(body, limits)
+    if problem is None:
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise Refusal("invalid_json", f"not strict JSON: {exc}") from None
+        problem = value_problem(value, limits)
+    if problem is not None:
+        raise Refusal(*problem)
+    return value
+
+
 def encode_submission(submission: Submission) -> bytes:
-    return json.dumps(submission, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+    """Compact JSON with sorted keys. Raises ValueError on a non-finite float (never written as NaN/Infinity)."""
+    return json.dumps(submission, ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                      allow_nan=False).encode()
+
+
+def prepare_messages(vendor: str, payload: Any, event: str | None,
+                     config: ServiceConfig) -> list[tuple[str, Message]]:
+    """The vendor's submissions of ``payload`` with the privacy policy applied, encoded for the ingest topic, as
+    ``(kind, message)`` pairs (kind: ``ticket`` or ``feedback``, a bounded metric label whatever a generic sender
+    wrote). Depends on nothing but the payload (and ``event``, the X-HelpScout-Event header), so whatever the
+    mapping raises -- a :class:`PayloadError` or any other exception -- is the payload's fault: raises
+    :class:`Refusal` 400 invalid_payload, logged once with the exception class."""
+    try:
+        prepared = []
+        for submission in PARSERS[vendor](payload, event):
+            private = config.privacy.apply(submission)
+            kind = "ticket" if private.get("kind") == "ticket" else "feedback"
+            prepared.append((kind, (config.ingest_topic, key_of(private), encode_submission(private))))
+        return prepared
+    except Exception as exc:
+        expected = isinstance(exc, PayloadError)
+        log.warning("%s payload refused (%s): %s", vendor, type(exc).__name__, exc, exc_info=not expected)
+        detail = str(exc) if expected else f"the payload cannot be mapped ({type(exc).__name__})"
+        raise Refusal("invalid_payload", detail) from exc
+
+
+async def _publish(publisher: AsyncPublisher, messages: Sequence[Message], timeout_s: float) -> None:
+    """Wait for the broker's acknowledgement of every message; raises :class:`Refusal` 503 unavailable when the
+    publisher raises anything or takes longer than ``timeout_s`` (some messages may have been written)."""
+    if not messages:
+        return
+    try:
+        await asyncio.wait_for(publisher.publish(messages), timeout_s)
+    except Exception as exc:  # broker down, timeout: refuse, the vendor retries; nothing was confirmed
+        log.warning("publish failed: %r", exc)
+        raise Refusal("unavailable", f"Kafka did not acknowledge: {exc!r}") from exc
 
 
 def _answer(vendor: str, status: int, outcome: str, reason: str, **body: Any) -> web.Response:
+    """The answer to a webhook request; the one place that counts answers."""
     metrics.INGEST_REQUESTS.labels(vendor, outcome, reason).inc()
     return web.json_response({"status": outcome, "reason": reason, **body}, status=status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def answer_every_webhook(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turns a :class:`Refusal` into its counted answer and any other exception of a webhook handler into a
+    counted 500 internal_error (logged with its traceback): no webhook request is left uncounted, and no
+    exception reaches aiohttp. Requests to other routes, and to unknown vendors, pass through uncounted."""
+    vendor = request.match_info.get("vendor")
+    if vendor not in VENDORS:
+        return await handler(request)
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    except Refusal as refusal:
+        return _answer(vendor, refusal.status, "refused", refusal.reason, detail=refusal.detail)
+    except Exception:
+        log.exception("unexpected failure answering a %s webhook", vendor)
+        return _answer(vendor, 500, "failed", "internal_error", detail="unexpected failure of the service")
+    finally:
+        metrics.INGEST_REQUEST_SECONDS.labels(vendor).observe(time.perf_counter() - started)
 
 
 def create_app(config: ServiceConfig, publisher: AsyncPublisher, guard: ReplayGuard,
@@ -172,54 +314,36 @@ def create_app(config: ServiceConfig, publisher: AsyncPublisher, guard: ReplayGu
     caller's."""
 
     async def webhook(request: web.Request) -> web.Response:
+        """Raises :class:`Refusal` for every answer but 202 (answered by :func:`answer_every_webhook`)."""
         vendor = request.match_info["vendor"]
         if vendor not in VENDORS:
             raise web.HTTPNotFound(text=f"unknown vendor {vendor!r}; known: {', '.join(VENDORS)}")
-        started = time.perf_counter()
-        try:
-            return await _handle(vendor, request)
-        finally:
-            metrics.INGEST_REQUEST_SECONDS.labels(vendor).observe(time.perf_counter() - started)
-
-    async def _handle(vendor: str, request: web.Request) -> web.Response:
-        try:
-            body = await _read_body(request, config.max_body_bytes)
-        except _TooLarge as exc:
-            return _answer(vendor, 413, "refused", "too_large", detail=str(exc))
+        body = await _read_body(request, config.max_body_bytes)
         now = clock()
+        _authenticate(config.verifiers[vendor], request.headers, body, now)
+        payload = parse_body(body, config.limits)
+        prepared = prepare_messages(vendor, payload, request.headers.get("X-HelpScout-Event"), config)
+        delivery = delivery_id(vendor, request.headers, body, payload)
         try:
-            config.verifiers[vendor](request.headers, body, now)
-        except AuthError as exc:
-            return _answer(vendor, 401, "refused", exc.reason, detail=str(exc))
+            with guard.held(delivery, now):  # released by construction if anything in the block raises
+                metrics.EVENTS_IN.labels(STAGE).inc(len(prepared))
+                await _publish(publisher, [message for _, message in prepared], config.publish_timeout_s)
+        except Replayed:
+            raise Refusal("replay", "delivery already accepted") from None
+        await _remember(delivery, now)
+        for kind, _ in prepared:
+            metrics.EVENTS_OUT.labels(STAGE, kind).inc()
+        return _answer(vendor, 202, "accepted", "ok", accepted=len(prepared))
+
+    async def _remember(delivery: str, now: float) -> None:
+        """Write the accepted id to the replay store; a failure is logged, the answer stays 202 (Kafka holds
+        the events, and the in-memory guard still refuses the replay in this process)."""
+        if replay_store is None:
+            return
         try:
-            payload = json.loads(body)
-            submissions = PARSERS[vendor](payload, request.headers.get("X-HelpScout-Event"))
-        except (ValueError, PayloadError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            return _answer(vendor, 400, "refused", "bad_payload", detail=str(exc))
-        delivery = delivery_id(vendor, request.headers, body)
-        if not guard.reserve(delivery, now):
-            return _answer(vendor, 409, "refused", "replay", detail="delivery already accepted")
-        metrics.EVENTS_IN.labels(STAGE).inc(len(submissions))
-        messages = []
-        for submission in submissions:
-            prepared = config.privacy.apply(submission)
-            messages.append((config.ingest_topic, key_of(prepared), encode_submission(prepared)))
-        try:
-            if messages:
-                await asyncio.wait_for(publisher.publish(messages), config.publish_timeout_s)
-        except Exception as exc:  # broker down, timeout: refuse, the vendor retries; nothing was confirmed
-            guard.release(delivery)
-            log.warning("publish failed for %s delivery: %r", vendor, exc)
-            return _answer(vendor, 503, "refused", "unavailable", detail=f"Kafka did not acknowledge: {exc!r}")
-        guard.commit(delivery, now)
-        if replay_store is not None:
-            try:
-                await replay_store.add(delivery, now)
-            except Exception as exc:  # sqlite3.Error, disk full: Kafka holds the events, the answer stays 202
-                log.error("could not persist delivery id %s: %r", delivery, exc)
-        for submission in submissions:
-            metrics.EVENTS_OUT.labels(STAGE, str(submission.get("kind", "feedback"))).inc()
-        return _answer(vendor, 202, "accepted", "ok", accepted=len(messages))
+            await replay_store.add(delivery, now)
+        except Exception as exc:  # sqlite3.Error, disk full
+            log.error("could not persist delivery id %s: %r", delivery, exc)
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "vendors": list(VENDORS)})
@@ -230,7 +354,7 @@ def create_app(config: ServiceConfig, publisher: AsyncPublisher, guard: ReplayGu
         return response
 
     # aiohttp's own limit is set above ours so that our 413 (with the reason, counted) answers first
-    app = web.Application(client_max_size=config.max_body_bytes + 1024 * 1024)
+    app = web.Application(client_max_size=config.max_body_bytes + 1024 * 1024, middlewares=[answer_every_webhook])
     app.router.add_post("/webhooks/{vendor}", webhook)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_view)

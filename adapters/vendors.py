@@ -2,9 +2,11 @@
 
 One function per vendor: ``parse_<vendor>(payload, event=None) -> list[submission]``. A payload the vendor sends
 but that carries nothing satpulse measures (a ping, a tag change) gives an empty list; a payload that cannot be
-what the vendor sends raises :class:`PayloadError` with the reason. Field values are passed on as the vendor
-writes them (timestamps as ISO text or epoch seconds); the cleaner validates and normalises them. Event ids are
-derived from the vendor's own ids, so a vendor's retry produces the same ids and is deduplicated downstream.
+what the vendor sends raises :class:`PayloadError` with the reason (optional parts of the wrong JSON type are
+ignored). Any other exception would be a bug here; the service answers it like a PayloadError (400). Field values
+are passed on as the vendor writes them (timestamps as ISO text or epoch seconds); the cleaner validates and
+normalises them. Event ids are derived from the vendor's own ids, so a vendor's retry produces the same ids and
+is deduplicated downstream.
 
 Payload shapes follow the vendors' documentation; the golden payloads in tests/fixtures/webhooks/ are built from
 the examples there (tests/fixtures/webhooks/README.md cites each page).
@@ -32,6 +34,11 @@ def _obj(value: object, what: str) -> dict[str, Any]:
 def _opt_obj(parent: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = parent.get(name)
     return value if isinstance(value, dict) else {}
+
+
+def _opt_list(parent: Mapping[str, Any], name: str) -> list[Any]:
+    value = parent.get(name)
+    return value if isinstance(value, list) else []
 
 
 def _required(parent: Mapping[str, Any], name: str, what: str) -> Any:
@@ -157,8 +164,8 @@ def _zendesk_survey_response(response: Mapping[str, Any]) -> list[Submission]:
     comment = "\n".join(comments) or None
     if csat is None and comment is None:
         return []
-    subject = next((s for s in response.get("subjects") or [] if isinstance(s, dict)), {})
-    zrn = str(subject.get("zrn") or next(iter(response.get("subject_zrns") or []), ""))
+    subject = next((s for s in _opt_list(response, "subjects") if isinstance(s, dict)), {})
+    zrn = str(subject.get("zrn") or next(iter(_opt_list(response, "subject_zrns")), ""))
     zrn_parts = zrn.split(":")  # zen:ticket:99
     subject_type = _text(subject.get("type")) or (zrn_parts[1] if len(zrn_parts) == 3 else "ticket")
     ticket_id = _text(subject.get("id")) or (zrn_parts[2] if len(zrn_parts) == 3 else None)
@@ -493,7 +500,7 @@ def parse_chatwoot(payload: object, event: str | None = None) -> list[Submission
                             status="created", event_time=body.get("created_at") or timestamp, **common)]
     status = str(body.get("status", "")).lower()
     previous = None
-    for change in body.get("changed_attributes") or []:
+    for change in _opt_list(body, "changed_attributes"):
         if isinstance(change, dict) and isinstance(change.get("status"), dict):
             previous = str(change["status"].get("previous_value", "")).lower()
     if status == "resolved":

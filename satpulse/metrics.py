@@ -76,8 +76,8 @@ RESOLUTION_SECONDS = Histogram("satpulse_resolution_seconds", "Support-case reso
 # case first-response time (first response - created), observed once per case, by channel and priority
 FIRST_RESPONSE_SECONDS = Histogram("satpulse_first_response_seconds", "Support-case first-response time in seconds",
                                    ["channel", "priority"], buckets=_DURATION_BUCKETS, registry=REGISTRY)
-# webhook requests answered by the ingestion service, by vendor (fixed route set), outcome (accepted, refused)
-# and reason (ok, an adapters.signatures.AUTH_REASONS code, replay, bad_payload, too_large, unavailable)
+# webhook requests answered by the ingestion service, by vendor (fixed route set), outcome (accepted, refused,
+# failed) and reason (ok; internal_error: 500; else a key of adapters.service.REFUSAL_STATUS, which gives the status)
 INGEST_REQUESTS = Counter("satpulse_ingest_requests_total", "Webhook requests answered, by vendor/outcome/reason",
                           ["vendor", "outcome", "reason"], registry=REGISTRY)
 # time from request to answer of the ingestion service, by vendor (includes the broker acknowledgement)
