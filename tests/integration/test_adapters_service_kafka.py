@@ -1,6 +1,7 @@
 """The ingestion service in-process (aiohttp test server on loopback) with the real aiokafka producer against the
 local broker: every golden payload, signed as its vendor signs, is answered 202 only once its submissions are on
-the ingest topic; refused requests (401, 400, 409, 413) publish nothing."""
+the ingest topic; refused requests (401, 400 -- also for bodies that are not strict JSON or too deep --, 409 for a
+replay and for Intercom's retry of a notification, 413) publish nothing."""
 
 from __future__ import annotations
 
@@ -92,14 +93,20 @@ def test_webhooks_to_ingest_topic(services: None) -> None:
         expected.extend(case["expected"])
     rating = json.loads((FIXTURES / "helpscout_rating.json").read_text())["payload"]
     other = json.dumps(dict(rating, id=999_001)).encode()
+    hostile = [b'{"id": 999002, "rating": NaN}', b'{"event_id": "it-x", "comment": "\\ud800"}',
+               b'{"event_id": "it-y", "rating_value": 1e999}', b"[" * 1000 + b"]" * 1000]
     refused = [
         ("/webhooks/helpscout", other, signed("helpscout", other, "satisfaction.ratings", secret="wrong")),
         ("/webhooks/helpscout", other.replace(b"Great", b"Okay"), signed("helpscout", other, "satisfaction.ratings")),
         ("/webhooks/helpscout", b"[1,", signed("helpscout", b"[1,", "satisfaction.ratings")),
         ("/webhooks/zendesk", b'{"pad": "' + b"x" * 70_000 + b'"}', {}),
+        *(("/webhooks/generic", body, signed("generic", body, None)) for body in hostile),
     ]
-    statuses = asyncio.run(exchange(topic, refused + good + [good[0]]))
-    assert statuses == [401, 401, 400, 413] + [202] * len(good) + [409]
+    notification = json.loads((FIXTURES / "intercom_rating_added.json").read_text())["payload"]
+    retry = json.dumps(dict(notification, delivery_attempts=2)).encode()  # same notification id, new signature
+    replays = [good[0], ("/webhooks/intercom", retry, signed("intercom", retry, None))]
+    statuses = asyncio.run(exchange(topic, refused + good + replays))
+    assert statuses == [401, 401, 400, 413, 400, 400, 400, 400] + [202] * len(good) + [409, 409]
 
     published = consume(topic)
     assert sorted(v["event_id"] for _, v in published) == sorted(s["event_id"] for s in expected)

@@ -8,19 +8,34 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from adapters import signatures as sig
 from adapters.privacy import PrivacyPolicy, luhn_ok, redact
 from adapters.replay_store import SqliteReplayStore, ThreadedReplayStore
-from adapters.service import Message, ServiceConfig, config_from_settings, create_app, open_replay_guard
+from adapters.service import (
+    REFUSAL_STATUS,
+    KafkaAsyncPublisher,
+    Message,
+    Refusal,
+    ServiceConfig,
+    config_from_settings,
+    create_app,
+    encode_submission,
+    open_replay_guard,
+    parse_body,
+)
 from adapters.vendors import (
     PARSERS,
     PayloadError,
@@ -30,8 +45,10 @@ from adapters.vendors import (
     parse_intercom,
     parse_zendesk,
 )
+from satpulse import metrics
 from satpulse.settings import Settings
 from streams.clean import Rejected, clean
+from streams.limits import DEFAULT_LIMITS
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "webhooks"
 GOLDEN = sorted(FIXTURES.glob("*.json"))
@@ -264,6 +281,20 @@ def test_stale_timestamp_refused(vendor: str) -> None:
         assert stale.value.reason == "stale_timestamp"
 
 
+def test_absurd_signed_timestamps_are_bad_timestamps() -> None:
+    """Signed, but beyond a float or not a date: 401 bad_timestamp, never an OverflowError."""
+    for vendor, timestamp in (("chatwoot", "1" + "0" * 400), ("generic", "-" + "9" * 4000)):
+        headers = VERIFY_CASES[vendor][1]("s3cret", BODY)
+        prefix = "Chatwoot" if vendor == "chatwoot" else "Satpulse"
+        headers |= {f"X-{prefix}-Timestamp": timestamp,
+                    f"X-{prefix}-Signature": sig.sign_timestamped_sha256("s3cret", timestamp, BODY)}
+        with pytest.raises(sig.AuthError, match="bad_timestamp"):
+            VERIFY_CASES[vendor][0]("s3cret", headers, BODY, NOW, 300)
+    headers = zendesk_headers("s3cret", BODY, ts="2025-02-30T00:00:00Z")
+    with pytest.raises(sig.AuthError, match="bad_timestamp"):
+        sig.verify_zendesk("s3cret", headers, BODY, NOW, 300)
+
+
 def test_zendesk_timestamp_is_signed() -> None:
     headers = zendesk_headers("s3cret", BODY)
     headers["X-Zendesk-Webhook-Signature-Timestamp"] = "2025-06-15T15:06:41Z"  # moved, signature kept
@@ -370,11 +401,24 @@ def test_replay_store_failure_keeps_the_202(tmp_path: Path) -> None:
     assert asyncio.run(scenario()) == [202, 409]
 
 
-def test_delivery_id_prefers_vendor_header() -> None:
-    assert sig.delivery_id("chatwoot", {"X-Chatwoot-Delivery": "d-1"}, b"x") == "chatwoot:d-1"
-    a = sig.delivery_id("helpscout", {"X-HelpScout-Signature": "abc"}, b"x")
-    assert a == sig.delivery_id("helpscout", {"X-HelpScout-Signature": "abc"}, b"x")
-    assert a != sig.delivery_id("helpscout", {"X-HelpScout-Signature": "abc"}, b"y")
+def test_delivery_identity_of_each_vendor() -> None:
+    """The vendor's own delivery id where it has one (a header, or Intercom's notification id in the signed
+    body), else a digest of the signed timestamp and the body; only the vendor's own header counts."""
+    assert set(sig.DELIVERY_IDENTITY) == set(PARSERS)
+    assert sig.delivery_id("chatwoot", {"X-Chatwoot-Delivery": "d-1"}, b"x", None) == "chatwoot:d-1"
+    assert sig.delivery_id("zendesk", {"X-Zendesk-Webhook-Invocation-Id": "inv-9"}, b"x", None) == "zendesk:inv-9"
+    assert sig.delivery_id("generic", {"X-Satpulse-Delivery": "g-1"}, b"x", None) == "generic:g-1"
+    notification = {"type": "notification_event", "id": "notif_1", "delivery_attempts": 1}
+    assert sig.delivery_id("intercom", {}, b"x", notification) == "intercom:notif_1"
+    assert sig.delivery_id("intercom", {}, b"y", dict(notification, delivery_attempts=2)) == "intercom:notif_1"
+    # without the vendor's id: an exact replay repeats the body (and the signed timestamp)
+    a = sig.delivery_id("helpscout", {"X-HelpScout-Signature": "abc"}, b"x", {})
+    assert a == sig.delivery_id("helpscout", {"X-HelpScout-Signature": "abc"}, b"x", {})
+    assert a != sig.delivery_id("helpscout", {"X-HelpScout-Signature": "abc"}, b"y", {})
+    assert a == sig.delivery_id("helpscout", {"X-Satpulse-Delivery": "chosen-by-the-sender"}, b"x", {})
+    assert sig.delivery_id("intercom", {}, b"x", {"id": 5}) == sig.delivery_id("intercom", {}, b"x", [])
+    stamped = sig.delivery_id("chatwoot", {"X-Chatwoot-Timestamp": "1"}, b"x", {})
+    assert stamped != sig.delivery_id("chatwoot", {"X-Chatwoot-Timestamp": "2"}, b"x", {})
 
 
 # --- privacy ----------------------------------------------------------------------------------------------
@@ -452,7 +496,7 @@ def test_service_status_codes() -> None:
     ])
     assert [status for status, _ in answers] == [202, 409, 401, 401, 400, 400, 413, 401]
     assert [a["reason"] for _, a in answers] == ["ok", "replay", "bad_signature", "missing_signature",
-                                                 "bad_payload", "bad_payload", "too_large", "not_configured"]
+                                                 "invalid_json", "invalid_payload", "body_too_large", "not_configured"]
     assert answers[0][1]["accepted"] == 1
     assert "not a Help Scout rating" in answers[5][1]["detail"]
     [(topic, key, value)] = publisher.messages
@@ -498,3 +542,463 @@ def test_service_applies_privacy_and_serves_health_and_metrics() -> None:
     status, exposition = asyncio.run(probe())
     assert status == 200
     assert 'satpulse_ingest_requests_total{outcome="accepted",reason="ok",vendor="helpscout"}' in exposition
+
+
+# --- no 5xx for anything a client sends; replay reservations released; every answer counted (issue 14) -------
+
+Request = tuple[str, bytes, dict[str, str]]
+SECRETS = {"zendesk": "zd", "intercom": "ic", "helpscout": "hs", "chatwoot": "cw", "generic": "gen",
+           "freshdesk": "fd"}
+VENDORS = tuple(PARSERS)
+CASES = [(path.stem.split("_")[0], json.loads(path.read_text())) for path in GOLDEN]
+
+
+def every_vendor_config(**overrides: Any) -> ServiceConfig:
+    """Every vendor configured (secrets in SECRETS); the default body and input limits unless overridden."""
+    settings = Settings(zendesk_webhook_secret=SecretStr("zd"), intercom_client_secret=SecretStr("ic"),
+                        helpscout_webhook_secret=SecretStr("hs"), chatwoot_webhook_secret=SecretStr("cw"),
+                        generic_webhook_secret=SecretStr("gen"), freshdesk_webhook_token=SecretStr("fd"), **overrides)
+    return config_from_settings(settings)
+
+
+def signed(vendor: str, body: bytes, event: str | None = None, extra: dict[str, str] | None = None) -> Request:
+    """A request to ``vendor``'s route, authentic at NOW (Freshdesk: its token), with ``extra`` headers."""
+    if vendor == "freshdesk":
+        headers = {"X-Satpulse-Token": SECRETS[vendor]}
+    else:
+        headers = VERIFY_CASES[vendor][1](SECRETS[vendor], body)
+    if event:
+        headers["X-HelpScout-Event"] = event
+    return f"/webhooks/{vendor}", body, {**headers, **(extra or {})}
+
+
+def answered(vendor: str, outcome: str, reason: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "satpulse_ingest_requests_total", {"vendor": vendor, "outcome": outcome, "reason": reason})
+    return value or 0.0
+
+
+def answers_total() -> float:
+    return sum(s.value for m in metrics.INGEST_REQUESTS.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+class LiveService:
+    """The app on a loopback test server, driven from synchronous code (hypothesis runs its examples one after
+    another against one server)."""
+
+    def __init__(self, config: ServiceConfig, publisher: MemoryPublisher,
+                 guard: sig.ReplayGuard | None = None) -> None:
+        self.app = create_app(config, publisher, sig.ReplayGuard() if guard is None else guard, clock=lambda: NOW)
+        self.loop = asyncio.new_event_loop()
+
+    def __enter__(self) -> LiveService:
+        async def start() -> TestClient[Any, Any]:
+            client: TestClient[Any, Any] = TestClient(TestServer(self.app))
+            await client.start_server()
+            return client
+        self.client = self.loop.run_until_complete(start())
+        return self
+
+    def post(self, request: Request) -> tuple[int, dict[str, Any]]:
+        async def exchange() -> tuple[int, dict[str, Any]]:
+            path, body, headers = request
+            response = await self.client.post(path, data=body, headers=headers)
+            return response.status, await response.json()
+        return self.loop.run_until_complete(exchange())
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.loop.run_until_complete(self.client.close())
+        self.loop.close()
+
+
+DEEP_ARRAYS = b"[" * 1000 + b"]" * 1000
+DEEP_OBJECTS = b'{"a":' * 1000 + b"1" + b"}" * 1000
+HOSTILE_BODIES: dict[str, tuple[bytes, str]] = {
+    "1000 nested arrays": (DEEP_ARRAYS, "too_deep"),
+    "1000 nested objects": (DEEP_OBJECTS, "too_deep"),
+    "100000 nested arrays": (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),  # past orjson's 1024 levels
+    "escaped lone surrogate": (b'{"id": 1, "comment": "\\ud800"}', "invalid_json"),
+    "escaped lone low surrogate": (b'{"id": 1, "comment": "a\\udfffb"}', "invalid_json"),
+    "surrogate as raw bytes": (b'{"id": 1, "comment": "\xed\xa0\x80"}', "invalid_json"),
+    "not UTF-8": (b'{"id": 1, "comment": "\xff"}', "invalid_json"),
+    "NaN": (b'{"id": 1, "rating": NaN}', "invalid_json"),
+    "Infinity": (b'{"id": 1, "rating": Infinity}', "invalid_json"),
+    "-Infinity": (b'{"id": 1, "rating": -Infinity}', "invalid_json"),
+    "1e999": (b'{"id": 1, "rating": 1e999}', "invalid_json"),
+    "-1e999": (b'{"id": 1, "rating": -1e999}', "invalid_json"),
+    "400-digit integer": (b'{"id": 1, "rating": 1' + b"0" * 400 + b"}", "invalid_json"),
+    "600 KB string field": (json.dumps({"id": 1, "comment": "x" * 600_000}).encode(), "too_large"),
+    "20 000 character string field": (json.dumps({"id": 1, "comment": "x" * 20_000}).encode(), "too_large"),
+    "20 001 values": (json.dumps(list(range(20_001))).encode(), "too_large"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_BODIES)
+def test_hostile_bodies_are_refused_with_400_by_every_vendor(name: str) -> None:
+    body, reason = HOSTILE_BODIES[name]
+    publisher = MemoryPublisher()
+    with LiveService(every_vendor_config(), publisher) as service:
+        for vendor in VENDORS:
+            status, answer = service.post(signed(vendor, body, "satisfaction.ratings"))
+            assert (status, answer["reason"]) == (400, reason), (vendor, answer)
+            # the same request again: refused for what it is, never as a replay (no reservation was left)
+            assert service.post(signed(vendor, body, "satisfaction.ratings"))[1]["reason"] == reason
+    assert publisher.messages == []
+
+
+def test_strict_json_details_name_the_problem() -> None:
+    details = {name: HOSTILE_BODIES[name][0] for name in ("escaped lone surrogate", "1e999", "NaN")}
+    problems = {}
+    for name, body in details.items():
+        with pytest.raises(Refusal) as refused:
+            parse_body(body, DEFAULT_LIMITS)
+        problems[name] = refused.value.detail
+    assert "surrogate" in problems["escaped lone surrogate"] and "infinity" in problems["1e999"]
+    assert problems["NaN"].startswith("not strict JSON")
+
+
+def test_published_messages_are_strict_json() -> None:
+    """What is published never holds NaN/Infinity: encoding refuses them (the parse already did)."""
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        encode_submission({"event_id": "e", "score": float("nan")})
+    publisher = MemoryPublisher()
+    body = json.dumps({"event_id": "e-1", "rating_value": 1e308, "comment": "naïve 😀", "big": 2**63}).encode()
+    [(status, _)] = run(every_vendor_config(), publisher, [signed("generic", body)])
+    assert status == 202
+    [(_, _, value)] = publisher.messages
+    assert orjson.loads(value) == {"event_id": "e-1", "rating_value": 1e308, "comment": "naïve 😀", "big": 2**63}
+
+
+def test_any_exception_of_a_vendor_parser_is_a_400_logged_once(monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    def broken(payload: object, event: str | None) -> list[dict[str, Any]]:
+        return [{"event_id": str(1 / 0)}]
+    monkeypatch.setitem(PARSERS, "generic", broken)
+    publisher = MemoryPublisher()
+    with caplog.at_level("WARNING", logger="adapters.service"):
+        [(status, answer)] = run(every_vendor_config(), publisher, [signed("generic", b'{"event_id": "e"}')])
+    assert (status, answer["reason"]) == (400, "invalid_payload")
+    assert answer["detail"] == "the payload cannot be mapped (ZeroDivisionError)"
+    [record] = [r for r in caplog.records if "ZeroDivisionError" in r.getMessage()]
+    assert record.exc_info is not None and publisher.messages == []
+
+
+def test_replay_reservation_is_released_after_a_400_and_a_503() -> None:
+    """One delivery id (X-Satpulse-Delivery): refused for its payload, then broker down, then accepted; only a
+    replay of the accepted delivery is a 409."""
+    publisher = MemoryPublisher()
+    bad, good = b'[{"source": "no event id"}]', b'{"event_id": "e-1"}'
+    delivery = {"X-Satpulse-Delivery": "d-1"}
+    with LiveService(every_vendor_config(), publisher) as service:
+        assert service.post(signed("generic", bad, extra=delivery))[0] == 400
+        assert service.post(signed("generic", DEEP_ARRAYS, extra=delivery))[0] == 400
+        publisher.fail = True
+        assert service.post(signed("generic", good, extra=delivery))[0] == 503
+        publisher.fail = False
+        assert service.post(signed("generic", good, extra=delivery))[0] == 202
+        assert service.post(signed("generic", good, extra=delivery))[0] == 409
+    assert len(publisher.messages) == 1
+
+
+def test_held_releases_on_any_exception_and_commits_on_success() -> None:
+    guard = sig.ReplayGuard()
+    for failure in (ValueError("bad"), asyncio.CancelledError(), KeyboardInterrupt()):
+        with pytest.raises(type(failure)), guard.held("d", NOW):
+            raise failure
+        assert guard.reserve("d", NOW)  # released: free again
+        guard.release("d")
+    with guard.held("d", NOW), pytest.raises(sig.Replayed), guard.held("d", NOW):  # in flight: a second copy
+        pass
+    with pytest.raises(sig.Replayed), guard.held("d", NOW + 1):  # committed
+        pass
+
+
+class BrokenGuard(sig.ReplayGuard):
+    def reserve(self, key: str, now: float | None = None) -> bool:
+        raise RuntimeError("a bug of the service")
+
+
+def test_an_unexpected_failure_of_the_service_is_a_counted_500(caplog: pytest.LogCaptureFixture) -> None:
+    body = json.dumps(load("helpscout_rating")["payload"]).encode()
+    before = answered("helpscout", "failed", "internal_error")
+    with LiveService(every_vendor_config(), MemoryPublisher(), BrokenGuard()) as service:
+        status, answer = service.post(signed("helpscout", body, "satisfaction.ratings"))
+    assert (status, answer["status"], answer["reason"]) == (500, "failed", "internal_error")
+    assert "a bug of the service" not in answer["detail"]  # logged with its traceback, not sent to the client
+    assert answered("helpscout", "failed", "internal_error") == before + 1
+    assert any(r.exc_info for r in caplog.records if "unexpected failure" in r.getMessage())
+
+
+class FlakyPublisher(MemoryPublisher):
+    """Fails with an exception that is not a connection error (any publisher failure is a 503)."""
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        raise TypeError("unexpected publisher failure")
+
+
+def test_every_answer_is_counted_by_outcome_and_reason() -> None:
+    rating = json.dumps(load("helpscout_rating")["payload"]).encode()
+    expected = [(202, "accepted", "ok"), (409, "refused", "replay"), (401, "refused", "bad_signature"),
+                (400, "refused", "invalid_json"), (400, "refused", "too_deep"), (400, "refused", "invalid_payload"),
+                (413, "refused", "body_too_large"), (503, "refused", "unavailable")]
+    bodies = [rating, rating, b"{", DEEP_OBJECTS, b'{"rating": "Superb", "id": 1}', b"[" + b" " * 70_000 + b"]"]
+    requests = [signed("helpscout", body, "satisfaction.ratings") for body in bodies]
+    requests.insert(2, helpscout_request(rating, secret="wrong"))
+    before = {(outcome, reason): answered("helpscout", outcome, reason) for _, outcome, reason in expected}
+    config = every_vendor_config(ingest_max_body_bytes=64 * 1024)
+    with LiveService(config, MemoryPublisher()) as service:
+        answers = [service.post(request) for request in requests]
+    with LiveService(config, FlakyPublisher()) as service:
+        answers.append(service.post(signed("helpscout", rating, "satisfaction.ratings")))
+    assert [(status, a["status"], a["reason"]) for status, a in answers] == expected
+    for _, outcome, reason in expected:
+        assert answered("helpscout", outcome, reason) == before[outcome, reason] + 1
+
+
+def test_intercom_retry_with_the_same_notification_id_is_a_replay() -> None:
+    """Intercom retries a notification with the same id, a new delivery_attempts and so a new signature."""
+    notification = load("intercom_rating_added")["payload"]
+    publisher = MemoryPublisher()
+    first = json.dumps(notification).encode()
+    retry = json.dumps(dict(notification, delivery_attempts=2)).encode()
+    other = json.dumps(dict(notification, id="notif_other")).encode()
+    with LiveService(every_vendor_config(), publisher) as service:
+        statuses = [service.post(signed("intercom", body))[0] for body in (first, retry, other)]
+    assert statuses == [202, 409, 202]
+    assert sig.sign_intercom("ic", first) != sig.sign_intercom("ic", retry)
+
+
+async def _raw_exchange(raw: bytes) -> bytes:
+    """Send ``raw`` bytes to the service and return the first bytes of the answer."""
+    app = create_app(every_vendor_config(), MemoryPublisher(), sig.ReplayGuard(), clock=lambda: NOW)
+    async with TestServer(app) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(raw)
+        await writer.drain()
+        answer = await reader.read(4096)
+        writer.close()
+        return answer
+
+
+def test_a_body_that_cannot_be_read_is_a_400() -> None:
+    """Content-Encoding: gzip with bytes that are not gzip: aiohttp raises while the body is read."""
+    before = answered("generic", "refused", "unreadable_body")
+    answer = asyncio.run(_raw_exchange(b"POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+                                       b"Content-Length: 3\r\nConnection: close\r\n\r\nabc"))
+    assert answer.startswith(b"HTTP/1.1 400") and b'"unreadable_body"' in answer
+    assert answered("generic", "refused", "unreadable_body") == before + 1
+
+
+@pytest.mark.parametrize(("vendor", "header"), [
+    ("freshdesk", b"X-Satpulse-Token: \xff\xfe"), ("freshdesk", b"Authorization: Basic \xc3\xa9\xff"),
+    ("helpscout", b"X-HelpScout-Signature: \xff"), ("intercom", b"X-Hub-Signature: sha1=\xff"),
+    ("zendesk", b"X-Zendesk-Webhook-Signature: \xff\r\nX-Zendesk-Webhook-Signature-Timestamp: \xff"),
+    ("chatwoot", b"X-Chatwoot-Signature: \xff\r\nX-Chatwoot-Timestamp: 1" + b"0" * 400),
+])
+def test_header_bytes_that_are_not_utf8_are_a_401(vendor: str, header: bytes) -> None:
+    answer = asyncio.run(_raw_exchange(b"POST /webhooks/" + vendor.encode() + b" HTTP/1.1\r\nHost: x\r\n" + header +
+                                       b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"))
+    assert answer.startswith(b"HTTP/1.1 401"), answer
+
+
+class FakeProducer:
+    """aiokafka's send(): a future per message; the broker refuses the message numbered ``refuse``."""
+
+    def __init__(self, refuse: int) -> None:
+        self.refuse = refuse
+        self.handed = 0
+
+    async def send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.handed == self.refuse:
+            future.set_exception(ConnectionError("not leader for partition"))
+        else:
+            future.set_result(None)
+        self.handed += 1
+        return future
+
+
+def test_a_partial_publish_is_a_503_that_says_how_many_were_acknowledged() -> None:
+    """Messages of one delivery are not published all-or-nothing: the 503 names what is on the topic."""
+    publisher = KafkaAsyncPublisher(Settings())
+    publisher._producer = FakeProducer(refuse=1)
+    body = json.dumps([{"event_id": f"e-{i}"} for i in range(3)]).encode()
+
+    async def scenario() -> tuple[int, dict[str, Any]]:
+        app = create_app(every_vendor_config(), publisher, sig.ReplayGuard(), clock=lambda: NOW)
+        async with TestClient(TestServer(app)) as client:
+            path, data, headers = signed("generic", body)
+            response = await client.post(path, data=data, headers=headers)
+            return response.status, await response.json()
+    status, answer = asyncio.run(scenario())
+    assert status == 503 and "2 of 3 messages acknowledged" in answer["detail"]
+    assert "not leader for partition" in answer["detail"]
+
+
+# hostile values: what a careless or malicious sender with a valid signature may put anywhere in a payload;
+# STRICT_VALUES are valid strict JSON (they reach the vendor mapping), HOSTILE_VALUES also NaN, Infinity, numbers
+# beyond a double and lone surrogates (refused by the parse)
+CHARS = st.characters(codec=None, exclude_categories=())  # lone surrogates included
+DEEP = json.loads(b"[" * 200 + b"]" * 200)  # deeper than the limit, within the json module's recursion
+ODD_VALUES = ["", " ", "\x00", "9" * 400, "1e999", "NaN", "-Infinity", "1" * 5000, "x" * 17_000,
+              "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59", "2024-13-45T99:99:99Z", "1e308",
+              "closed", "solved", "resolved", "open", "good", "Great", "offered", "input_csat", "ticket",
+              "zen:event-type:ticket.status_changed", "conversation.rating.added", "conversation_status_changed",
+              2**64 - 1, -(2**63), 1e308, -1e308, 5e-324, 1e11, -1, 0, DEEP]
+STRICT_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
+                           st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
+                           st.sampled_from(ODD_VALUES))
+HOSTILE_SCALARS = st.one_of(STRICT_SCALARS, st.integers(), st.floats(), st.text(CHARS, max_size=20),
+                            st.sampled_from(["\ud800", "a\udfffb", 10**400, -(10**400)]))
+
+
+def json_values(scalars: st.SearchStrategy[Any], keys: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    return st.recursive(scalars, lambda children: st.lists(children, max_size=4)
+                        | st.dictionaries(keys, children, max_size=4), max_leaves=12)
+
+
+STRICT_VALUES = json_values(STRICT_SCALARS, st.text(max_size=8))
+HOSTILE_VALUES = json_values(HOSTILE_SCALARS, st.text(CHARS, max_size=8))
+
+
+def encoded(value: object, ascii_only: bool) -> bytes:
+    """JSON text as a careless sender writes it: NaN/Infinity tokens, any integer, lone surrogates as escapes
+    (``ascii_only``) or as raw bytes."""
+    return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+
+
+def positions(value: object, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every position inside a JSON value (object members, array elements), deepest last."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    out: list[tuple[str | int, ...]] = []
+    for key, child in items:
+        out.append((*prefix, key))
+        out.extend(positions(child, (*prefix, key)))
+    return out
+
+
+def replaced(payload: object, changes: list[tuple[tuple[str | int, ...], object]]) -> object:
+    """A copy of ``payload`` with each position set to its value, deepest first (so every position exists)."""
+    copy = json.loads(json.dumps(payload))
+    for position, value in sorted(changes, key=lambda change: -len(change[0])):
+        node = copy
+        for step in position[:-1]:
+            node = node[step]
+        node[position[-1]] = value
+    return copy
+
+
+@st.composite
+def vendor_shaped(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    """A golden payload with one to three positions replaced by hostile values, and its event header."""
+    _, case = draw(st.sampled_from(CASES))
+    where = positions(case["payload"])
+    values = HOSTILE_VALUES if draw(st.integers(0, 3)) == 0 else STRICT_VALUES  # mostly what reaches the mapping
+    changes = draw(st.lists(st.tuples(st.sampled_from(where), values), min_size=1, max_size=3,
+                            unique_by=lambda change: change[0]))
+    return encoded(replaced(case["payload"], changes), draw(st.booleans())), case["event"]
+
+
+def assert_never_5xx(service: LiveService, publisher: MemoryPublisher, body: bytes, event: str | None) -> None:
+    """``body``, signed, to every vendor route: each answer is counted, has the status of its reason and is below
+    500, but for a 503 while the publisher fails on purpose -- then the same request is accepted once the broker
+    is back (the reservation was released)."""
+    for vendor in VENDORS:
+        request = signed(vendor, body, event)
+        before = answers_total()
+        status, answer = service.post(request)
+        assert answers_total() == before + 1
+        assert status < 500 or (status == 503 and publisher.fail), (vendor, status, answer)
+        assert status == REFUSAL_STATUS.get(answer["reason"], 202)  # one reason, one status
+        if status == 503:
+            publisher.fail = False
+            assert service.post(request)[0] == 202
+            publisher.fail = True
+
+
+PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_any_bytes_to_any_vendor_never_5xx() -> None:
+    publisher = MemoryPublisher()
+    with LiveService(every_vendor_config(), publisher) as service:
+        @PROPERTY
+        @given(body=st.binary(max_size=300), fail=st.booleans())
+        def check(body: bytes, fail: bool) -> None:
+            publisher.fail = fail
+            assert_never_5xx(service, publisher, body, "satisfaction.ratings")
+        check()
+
+
+def test_any_json_value_to_any_vendor_never_5xx() -> None:
+    publisher = MemoryPublisher()
+    with LiveService(every_vendor_config(), publisher) as service:
+        @PROPERTY
+        @given(value=HOSTILE_VALUES, ascii_only=st.booleans(), event=st.sampled_from([None, "satisfaction.ratings",
+                                                                                  "convo.status", "convo.created"]),
+               fail=st.booleans())
+        def check(value: object, ascii_only: bool, event: str | None, fail: bool) -> None:
+            publisher.fail = fail
+            assert_never_5xx(service, publisher, encoded(value, ascii_only), event)
+        check()
+
+
+def test_vendor_payloads_with_hostile_fields_never_5xx() -> None:
+    publisher = MemoryPublisher()
+    with LiveService(every_vendor_config(), publisher) as service:
+        @PROPERTY
+        @given(shaped=vendor_shaped(), fail=st.booleans())
+        def check(shaped: tuple[bytes, str | None], fail: bool) -> None:
+            publisher.fail = fail
+            assert_never_5xx(service, publisher, *shaped)
+        check()
+
+
+def _strict(value: object) -> bool:
+    """Every float finite and every string (and key) encodable as UTF-8, anywhere in ``value``."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return False
+        if isinstance(node, str):
+            try:
+                node.encode()
+            except UnicodeEncodeError:
+                return False
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.one_of(st.binary(max_size=200), st.builds(encoded, HOSTILE_VALUES, st.booleans())))
+def test_parse_body_refuses_with_400_or_returns_strict_json(body: bytes) -> None:
+    try:
+        value = parse_body(body, DEFAULT_LIMITS)
+    except Refusal as refusal:
+        assert refusal.status == 400 and refusal.reason in ("invalid_json", "too_large", "too_deep")
+    else:
+        assert _strict(value)
+
+
+HEADER_TEXT = st.text(CHARS, max_size=40) | st.sampled_from(["\udcff", "Basic \udcc3", "1" + "0" * 400, "sha1=é"])
+HEADER_NAMES = ["X-Zendesk-Webhook-Signature", "X-Zendesk-Webhook-Signature-Timestamp", "X-Hub-Signature",
+                "X-HelpScout-Signature", "X-Chatwoot-Signature", "X-Chatwoot-Timestamp", "X-Satpulse-Signature",
+                "X-Satpulse-Timestamp", "X-Satpulse-Token", "Authorization"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(headers=st.dictionaries(st.sampled_from(HEADER_NAMES), HEADER_TEXT), body=st.binary(max_size=50))
+def test_verification_raises_only_auth_errors(headers: dict[str, str], body: bytes) -> None:
+    config = every_vendor_config(freshdesk_basic_user="fd", freshdesk_basic_password=SecretStr("pw"))
+    for vendor, verify in config.verifiers.items():
+        try:
+            verify(headers, body, NOW)
+        except sig.AuthError:
+            pass
+        else:
+            pytest.fail(f"{vendor} accepted {headers!r}")
