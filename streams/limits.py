@@ -7,7 +7,9 @@ broker's message size. The checks are iterative: they never recurse, whatever th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 LIMIT_REASONS = ("too_large", "too_deep")
 
@@ -37,28 +39,39 @@ def payload_problem(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[st
 
 def value_problem(value: object, limits: Limits = DEFAULT_LIMITS) -> tuple[str, str] | None:
     """(reason, detail) of the first limit a parsed JSON value breaks (nesting deeper than ``max_depth``:
-    too_deep; a string or key longer than ``max_text_chars`` or more than ``max_items`` values: too_large),
-    else None. Never raises, never recurses."""
-    stack: list[tuple[object, int, str]] = [(value, 1, "$")]
+    too_deep; a string longer than ``max_text_chars``, a key longer than ``max_id_chars`` or more than
+    ``max_items`` values: too_large), else None. The detail names the top-level field. Never raises, never
+    recurses."""
+    if isinstance(value, str):
+        return _text_problem(value, "$", limits)
+    if not isinstance(value, dict | list):
+        return None
+    stack: list[tuple[dict[str, Any] | list[Any], int, str]] = [(value, 1, "$")]
     items = 0
     while stack:
-        node, depth, path = stack.pop()
-        if isinstance(node, str):
-            if len(node) > limits.max_text_chars:
-                return "too_large", f"{path} has {len(node)} characters (limit {limits.max_text_chars})"
-            continue
-        if not isinstance(node, dict | list):
-            continue
+        node, depth, field = stack.pop()
         if depth > limits.max_depth:
-            return "too_deep", f"{path} is nested deeper than {limits.max_depth} levels"
+            return "too_deep", f"{field} is nested deeper than {limits.max_depth} levels"
         items += len(node)
         if items > limits.max_items:
             return "too_large", f"more than {limits.max_items} values in the document"
         if isinstance(node, dict):
-            for key, child in node.items():
+            for key in node:
                 if len(key) > limits.max_id_chars:
-                    return "too_large", f"a key of {len(key)} characters in {path} (limit {limits.max_id_chars})"
-                stack.append((child, depth + 1, f"{path}.{key}"))
+                    return "too_large", f"a key of {len(key)} characters in {field} (limit {limits.max_id_chars})"
+            children: Iterable[tuple[str, Any]] = node.items() if depth == 1 else ((field, v) for v in node.values())
         else:
-            stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(node))
+            children = ((field, v) for v in node)
+        for name, child in children:
+            if isinstance(child, str):
+                if len(child) > limits.max_text_chars:
+                    return _text_problem(child, name, limits)
+            elif isinstance(child, dict | list):
+                stack.append((child, depth + 1, name))
+    return None
+
+
+def _text_problem(text: str, field: str, limits: Limits) -> tuple[str, str] | None:
+    if len(text) > limits.max_text_chars:
+        return "too_large", f"{field[:64]} has {len(text)} characters (limit {limits.max_text_chars})"
     return None
