@@ -144,25 +144,27 @@ def parse_event_time(value: object, default_tz: str = "UTC") -> int:
 class _Fields:
     """Typed, bounded access to a submission's fields (or one of its nested objects)."""
 
-    __slots__ = ("limits", "raw")
+    __slots__ = ("limits", "max_id_chars", "raw")
 
     def __init__(self, raw: Mapping[str, Any], limits: Limits) -> None:
         self.raw = raw
         self.limits = limits
+        self.max_id_chars = limits.max_id_chars
 
-    def text(self, name: str, max_chars: int | None = None) -> str | None:
+    def text(self, name: str, max_chars: int = 0) -> str | None:
         """The field as stripped text (numbers as written), None when absent or blank. Raises Rejected:
-        invalid_field for an object, array or boolean, too_large beyond ``max_chars`` (default: the id
-        limit)."""
+        invalid_field for an object, array or boolean, too_large beyond ``max_chars`` (0: the id limit)."""
         value = self.raw.get(name)
         if value is None:
             return None
-        if isinstance(value, dict | list | bool):
+        if type(value) is str:
+            text = value.strip()
+        elif isinstance(value, dict | list | bool):
             raise Rejected("invalid_field", f"{name} must be text or a number, not {type(value).__name__}")
-        text = str(value).strip()
-        limit = self.limits.max_id_chars if max_chars is None else max_chars
-        if len(text) > limit:
-            raise Rejected("too_large", f"{name} has {len(text)} characters (limit {limit})")
+        else:
+            text = str(value).strip()
+        if len(text) > (max_chars or self.max_id_chars):
+            raise Rejected("too_large", f"{name} has {len(text)} characters (limit {max_chars or self.max_id_chars})")
         return text or None
 
     def required(self, name: str) -> str:
@@ -240,12 +242,13 @@ def clean(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: int, limits:
 def _clean_feedback(f: _Fields, now_ms: int, future_tolerance_ms: int) -> Cleaned:
     record = _common(f, now_ms, future_tolerance_ms)
     value, scale = f.raw.get("rating_value"), f.text("rating_scale")
+    native: str | None = None
     score: float | None = None
     satisfied: bool | None = None
     if value is not None and value != "":
         if scale is None:
             raise Rejected("missing_field", "rating_scale is required with rating_value")
-        score, satisfied = _rating(f, "rating_value", scale, "")
+        native, score, satisfied = _rating(f, "rating_value", scale, "")
     comment = f.text("comment", f.limits.max_text_chars)
     sentiment = f.raw.get("sentiment")
     if sentiment is not None and (isinstance(sentiment, bool) or not isinstance(sentiment, int | float)
@@ -264,7 +267,7 @@ def _clean_feedback(f: _Fields, now_ms: int, future_tolerance_ms: int) -> Cleane
         rating_id=rating_id,
         rating_version=_version(f.raw),
         ticket_id=f.text("ticket_id"),
-        native_value=None if value is None else f.text("rating_value"),
+        native_value=native if native is not None or value is None else str(value),
         native_scale=scale,
         score=score,
         satisfied=satisfied,
@@ -274,17 +277,18 @@ def _clean_feedback(f: _Fields, now_ms: int, future_tolerance_ms: int) -> Cleane
     return Cleaned("feedback_event", rating_id, record)
 
 
-def _rating(f: _Fields, name: str, scale: str, where: str) -> tuple[float | None, bool]:
-    """(score, satisfied) of the rating in field ``name`` on ``scale``. Raises Rejected."""
+def _rating(f: _Fields, name: str, scale: str, where: str) -> tuple[str | None, float | None, bool]:
+    """(native value as text, score, satisfied) of the rating in field ``name`` on ``scale``. Raises
+    Rejected."""
     value = f.raw.get(name)
     if isinstance(value, dict | list):
         raise Rejected("invalid_rating", f"{where}{name} must be text or a number, not {type(value).__name__}")
-    f.text(name)  # bounded like an id
+    native = f.text(name)  # bounded like an id
     try:
         rating = normalise_rating(value, scale)
     except ScaleError as exc:
         raise Rejected(exc.reason, f"{where}{exc}") from None
-    return rating.score, rating.satisfied
+    return native, rating.score, rating.satisfied
 
 
 def _secondary_answers(raw: object, limits: Limits) -> list[dict[str, Any]]:
@@ -305,7 +309,7 @@ def _secondary_answers(raw: object, limits: Limits) -> list[dict[str, Any]]:
         question, scale, value = a.text("question_id"), a.text("rating_scale"), a.text("rating_value")
         if question is None or scale is None or value is None:
             raise Rejected("missing_field", f"secondary_ratings[{i}] needs question_id, rating_value and rating_scale")
-        score, satisfied = _rating(a, "rating_value", scale, f"secondary_ratings[{i}] ({question}): ")
+        _, score, satisfied = _rating(a, "rating_value", scale, f"secondary_ratings[{i}] ({question}): ")
         answers.append({"question_id": question, "native_value": value, "native_scale": scale,
                         "score": score, "satisfied": satisfied})
     return answers

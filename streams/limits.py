@@ -46,6 +46,19 @@ def value_problem(value: object, limits: Limits = DEFAULT_LIMITS) -> tuple[str, 
         return _text_problem(value, "$", limits)
     if not isinstance(value, dict | list):
         return None
+    if isinstance(value, dict) and len(value) <= limits.max_items:  # fast path: a flat object, the usual case
+        max_text, max_key = limits.max_text_chars, limits.max_id_chars
+        flat = True
+        for key, child in value.items():
+            kind = type(child)
+            if len(key) > max_key or (kind is str and len(child) > max_text):
+                flat = False
+                break
+            if kind is dict or kind is list:
+                flat = False
+                break
+        if flat:
+            return None
     stack: list[tuple[dict[str, Any] | list[Any], int, str]] = [(value, 1, "$")]
     items = 0
     while stack:
