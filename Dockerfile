@@ -57,7 +57,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     SATPULSE_CLICKHOUSE_URL=chdb:///var/lib/satpulse/chdb \
     SATPULSE_WORKER_WEB_PORT=6066
 
-# Faust keeps its local state (table changelogs, etc.) relative to the working directory.
+# The Faust app's data directory is {SATPULSE_WORK_DIR}/faust (it keeps no tables: the window state is in ClickHouse).
 WORKDIR /var/lib/satpulse
 USER satpulse:satpulse
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -47,10 +46,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
 
-    logging.basicConfig(level=_LOG_LEVELS.get(args.loglevel, args.loglevel.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_worker(get_settings())
+        run_worker(_LOG_LEVELS.get(args.loglevel, args.loglevel.upper()))
     except MigrationRequired as exc:
         print(f"satpulse worker: {exc}", file=sys.stderr)
         return 2

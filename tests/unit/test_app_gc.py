@@ -3,11 +3,10 @@ still collected by the periodic full collection."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import weakref
 
-from streams.app import freeze_heap_forever
+from streams.heap import HeapFreezer
 
 
 class Node:
@@ -16,24 +15,25 @@ class Node:
 
 
 def test_freezes_and_collects_frozen_cycles_at_the_full_collection() -> None:
-    async def scenario(full_every: float) -> weakref.ref[Node]:
+    def frozen_garbage(freezer: HeapFreezer) -> weakref.ref[Node]:
         garbage = weakref.ref(Node())  # the only strong references are the cycle's own
-        task = asyncio.create_task(freeze_heap_forever(freeze_every=0.01, full_every=full_every))
-        await asyncio.sleep(0.1)
-        task.cancel()
+        freezer.tick()
         return garbage
 
     try:
         gc.unfreeze()
         gc.disable()  # no automatic collection may free the cycle before it is frozen
-        survivor = asyncio.run(scenario(full_every=3600))
+        survivor = frozen_garbage(HeapFreezer(full_every=3600))
         assert gc.get_freeze_count() > 0
         gc.collect()
         assert survivor() is not None  # frozen: invisible to a normal collection
         gc.unfreeze()
         gc.collect()
         assert survivor() is None
-        assert asyncio.run(scenario(full_every=0.05))() is None  # the full collection unfreezes and collects
+        freezer = HeapFreezer(full_every=0)
+        survivor = frozen_garbage(HeapFreezer(full_every=3600))
+        freezer.tick()  # the full collection unfreezes and collects
+        assert survivor() is None
     finally:
         gc.unfreeze()
         gc.enable()
