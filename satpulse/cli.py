@@ -31,20 +31,8 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     if args.stages:
         os.environ["SATPULSE_WORKER_STAGES"] = json.dumps(args.stages.split(","))
-    from adapters.publisher import ensure_topics
-    from satpulse.settings import get_settings
     from sinks.migrations import MigrationRequired
     from streams.app import run_worker
-
-    delay = 1.0
-    while True:  # subscribe to existing partitions, not to ones auto-created mid-rebalance; wait for Kafka
-        try:
-            ensure_topics(get_settings())
-            break
-        except Exception as exc:  # kafka.errors.KafkaError, NoBrokersAvailable, socket errors
-            print(f"satpulse worker: Kafka not ready ({exc}); retrying in {delay:.0f}s", file=sys.stderr)
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
     try:
         run_worker(_LOG_LEVELS.get(args.loglevel, args.loglevel.upper()))

@@ -8,16 +8,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+SATPULSE_WORKER = ("-m", "satpulse.cli", "worker")
+FAUST_WORKER = ("-m", "faust", "-A", "streams.app", "worker")  # the same app through Faust's own CLI
+
 
 class WorkerProcess:
-    """A ``satpulse worker`` child. ``start`` blocks until /metrics answers (raises TimeoutError)."""
+    """A worker child (``satpulse worker``, or ``command``: arguments of this interpreter). ``start`` blocks
+    until /metrics answers (raises TimeoutError)."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, web_port: int) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, web_port: int,
+                 command: Sequence[str] = SATPULSE_WORKER) -> None:
+        self.command = [sys.executable, *command]
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.web_port = web_port
@@ -25,7 +31,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "satpulse.cli", "worker"], env=self.env,
+        self.proc = subprocess.Popen(self.command, env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -51,6 +51,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.partitioner import DefaultPartitioner
 
+from adapters.publisher import ensure_topics
 from satpulse import codec, metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
 from satpulse.record_batches import send_in_batches
@@ -58,6 +59,7 @@ from satpulse.settings import Settings
 from sinks.clickhouse import ClickHouse, ClickHouseError, connect
 from sinks.dead_letter_store import DeadLetterStore
 from sinks.migrations import migrate
+from sinks.retry import RetryStopped
 from sinks.window_store import WindowStore
 from streams.clean import Rejected, check_clean_record
 from streams.cleaner import Routed, route
@@ -142,8 +144,10 @@ class Pipeline:
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Connect ClickHouse (waiting while it is down), start the producer, subscribe. Raises KafkaError."""
+        """Create missing topics and connect ClickHouse (waiting while Kafka or ClickHouse is down), start the
+        producer, subscribe. Raises KafkaError, RetryStopped (a stop while waiting) or MigrationRequired."""
         s = self.settings
+        await self._ensure_topics()
         if self.stages & {"window", "dead_letters"}:
             await self._in_executor(self._get_window_worker)
         # the consumer group is the worker id: workers sharing it share the partitions
@@ -424,6 +428,28 @@ class Pipeline:
                                                max_entities_per_source=s.entity_cache_per_partition,
                                                stopping=self._stop_retrying)
         return self._window_worker
+
+    async def _ensure_topics(self) -> None:
+        """Create the topics that do not exist yet (before subscribing: a group that subscribes to a topic
+        auto-created mid-rebalance is assigned nothing until a metadata refresh), retrying with back-off while
+        Kafka is unreachable. Raises RetryStopped on a stop."""
+        delay = 1.0
+        while True:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self.settings)
+                return
+            except Exception as exc:  # kafka.errors.KafkaError, NoBrokersAvailable, socket errors
+                log.warning("Kafka not ready (%s); retrying in %.0f s", exc, delay)
+            if await self._stopped_within(delay):
+                raise RetryStopped("stopped while waiting for Kafka")
+            delay = min(delay * 2, 30.0)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Sleep ``seconds``, less if a stop is requested meanwhile; True when it was."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stopping:
+            await asyncio.sleep(min(0.2, seconds))
+        return self._stopping
 
     async def _in_executor(self, fn: Any, *args: Any, executor: ThreadPoolExecutor | None = None) -> Any:
         """``fn(*args)`` on ``executor`` (default: the window stage's thread)."""

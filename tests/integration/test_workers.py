@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from satpulse import services as local_services
 from satpulse import topics
 from satpulse.sample import sample_submissions, sample_ticket_events, write_jsonl
 from satpulse.settings import get_settings
-from satpulse.worker_process import WorkerProcess, metric_sum, wait_consumed
+from satpulse.worker_process import FAUST_WORKER, SATPULSE_WORKER, WorkerProcess, metric_sum, wait_consumed
 from sinks.clickhouse import connect
 from sinks.queries import totals, windows
 from tests.integration.offline import CHANNEL, SATISFIED, free_port
@@ -61,7 +62,8 @@ def stored(url: str) -> dict[str, tuple[int, ...]]:
         ch.close()
 
 
-def run(tmp_path: Path, url: str, workers: int, kills: int, clickhouse_outage: float = 0.0) -> None:
+def run(tmp_path: Path, url: str, workers: int, kills: int, clickhouse_outage: float = 0.0,
+        command: Sequence[str] = SATPULSE_WORKER) -> None:
     namespace = f"w-{uuid.uuid4().hex[:8]}"
     now_ms = int(time.time() * 1000)
     feedback = list(sample_submissions(2_000, now_ms - 4 * 3600_000, 3600_000, seed=3))
@@ -74,7 +76,8 @@ def run(tmp_path: Path, url: str, workers: int, kills: int, clickhouse_outage: f
     procs = []
     for i in range(workers):
         port = free_port()
-        procs.append(WorkerProcess({**env, "SATPULSE_WORKER_WEB_PORT": str(port)}, tmp_path / f"w{i}.log", port))
+        procs.append(WorkerProcess({**env, "SATPULSE_WORKER_WEB_PORT": str(port)}, tmp_path / f"w{i}.log", port,
+                                   command))
     for p in procs:
         p.start(timeout=90)
     rng = random.Random(9)
@@ -124,3 +127,9 @@ def test_two_workers_give_the_offline_totals(services: Any, tmp_path: Path) -> N
 def test_kill_9_and_restart_neither_loses_nor_doubles(services: Any, tmp_path: Path, engine: str) -> None:
     url = server_url() if engine == "server" else f"chdb://{tmp_path / 'chdb'}"
     run(tmp_path, url, workers=1, kills=3)
+
+
+def test_faust_cli_runs_the_same_worker(services: Any, tmp_path: Path) -> None:
+    """``faust -A streams.app worker`` is the same app as ``satpulse worker``: exact totals, killed and
+    restarted once."""
+    run(tmp_path, server_url(), workers=1, kills=1, command=FAUST_WORKER)
