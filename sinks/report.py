@@ -12,6 +12,7 @@ from typing import Any
 
 from sinks.clickhouse import ClickHouse
 from sinks.queries import seed_metrics, windows_of
+from streams.aggregates import WindowAgg
 
 WINDOWS = {"1m": 60, "1h": 3600, "1d": 86400}
 COLUMNS = ("window_start", "value", "rated", "satisfied", "csat_percent", "average_score", "created",
@@ -28,19 +29,28 @@ def report_rows(ch: ClickHouse, by: str, window: str, cell_seconds: int, from_s:
     seeds = {(s.dimension_value, s.window_start): s for s in seed_metrics(ch, by, size, from_s, to_s)}
     rows = []
     for row in windows_of(ch, by, size, cell_seconds, stored_rollups, from_s, to_s):
-        a, seed = row.agg, seeds.get((row.dimension_value, row.window_start))
+        seed = seeds.get((row.dimension_value, row.window_start))
         rows.append({
             "window_start": datetime.fromtimestamp(row.window_start, UTC).isoformat(),
-            "value": row.dimension_value, "rated": a.rated, "satisfied": a.satisfied,
-            "csat_percent": a.csat_percent, "average_score": a.average_score, "created": a.created,
-            "first_responses": a.first_responses, "frt_mean_s": a.mean_first_response_seconds,
-            "frt_p50_s": a.first_response_quantile_seconds(0.5), "frt_p90_s": a.first_response_quantile_seconds(0.9),
-            "resolved": a.resolved, "rt_mean_s": a.mean_resolution_seconds,
-            "rt_p50_s": a.resolution_quantile_seconds(0.5), "rt_p90_s": a.resolution_quantile_seconds(0.9),
-            "frt_breaches": a.first_response_breaches, "rt_breaches": a.resolution_breaches,
+            "value": row.dimension_value, **figures(row.agg),
             "seed_csat": seed.seed_csat if seed else None, "seed_rtt": seed.seed_rtt if seed else None,
         })
     return rows
+
+
+def figures(a: WindowAgg) -> dict[str, Any]:
+    """The headline figures of an aggregate (one window, or a whole period of merged cells) by column name;
+    None where undefined (CSAT with nothing rated, times with no sample). Shared by the report and the
+    dashboard page."""
+    return {
+        "rated": a.rated, "satisfied": a.satisfied, "csat_percent": a.csat_percent,
+        "average_score": a.average_score, "created": a.created, "first_responses": a.first_responses,
+        "frt_mean_s": a.mean_first_response_seconds, "frt_p50_s": a.first_response_quantile_seconds(0.5),
+        "frt_p90_s": a.first_response_quantile_seconds(0.9), "resolved": a.resolved,
+        "rt_mean_s": a.mean_resolution_seconds, "rt_p50_s": a.resolution_quantile_seconds(0.5),
+        "rt_p90_s": a.resolution_quantile_seconds(0.9), "frt_breaches": a.first_response_breaches,
+        "rt_breaches": a.resolution_breaches,
+    }
 
 
 def _cell(value: Any) -> str:

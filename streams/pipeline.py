@@ -42,10 +42,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -68,6 +68,7 @@ from streams.window_worker import BatchResult, Item, WindowResult, WindowWorker,
 from streams.windows import Source, Windower
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 Message = tuple[str, bytes, bytes]  # (topic, key, value)
 Position = tuple[str, int, int]  # (topic, partition, offset)
 Published = tuple[list[Item], dict[Position, bytes]]  # clean events as published, and their values by position
@@ -95,6 +96,10 @@ def encode_window_result(result: WindowResult, window_seconds: int, now_ms: int)
         record[f"resolution_p{q}_seconds"] = agg.resolution_quantile_seconds(q / 100)
     key = f"{dimension}|{value}|{start}|{window_seconds}".encode()
     return key, codec.encode(codec.WINDOW_METRIC, record)
+
+
+class StoreNotReady(RuntimeError):
+    """The worker has not connected to ClickHouse yet (start-up), or runs no stage that does."""
 
 
 @dataclass(slots=True)
@@ -428,6 +433,16 @@ class Pipeline:
                                                max_entities_per_source=s.entity_cache_per_partition,
                                                stopping=self._stop_retrying)
         return self._window_worker
+
+    async def read_store(self, read: Callable[[ClickHouse], T]) -> T:
+        """``read(ch)`` with the worker's ClickHouse connection, on the thread that reads window results (for
+        pages served by the worker: embedded chDB admits one process). Only reads. Raises ClickHouseError, or
+        StoreNotReady before the connection exists."""
+        worker = self._window_worker
+        if worker is None:
+            raise StoreNotReady("the worker has not connected to ClickHouse yet")
+        result: T = await self._in_executor(read, worker.store.ch, executor=self._reader)
+        return result
 
     async def _ensure_topics(self) -> None:
         """Create the topics that do not exist yet (before subscribing: a group that subscribes to a topic
