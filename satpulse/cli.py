@@ -31,6 +31,8 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     if args.stages:
         os.environ["SATPULSE_WORKER_STAGES"] = json.dumps(args.stages.split(","))
+    if args.until_caught_up:
+        os.environ["SATPULSE_WORKER_UNTIL_CAUGHT_UP"] = "true"
     from sinks.migrations import MigrationRequired
     from streams.app import run_worker
 
@@ -230,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("worker", help="run the worker (cleaning, windows, sinks, /metrics)")
     p.add_argument("--loglevel", default=os.environ.get("SATPULSE_LOGLEVEL", "warn"))
     p.add_argument("--stages", help="comma-separated subset of clean,window,dead_letters (default: all)")
+    p.add_argument("--until-caught-up", action="store_true",
+                   help="backfill: exit 0 with a summary once every input partition is processed up to its end "
+                        "offset at start and stored")
     p.set_defaults(func=_cmd_worker)
     p = sub.add_parser("publish", help="publish a JSONL file of raw submissions to the ingest topic")
     p.add_argument("file")

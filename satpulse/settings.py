@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # stages this worker process runs (clean, window, dead_letters); split them over processes to use more cores:
     # one process per stage set, same worker_id (one consumer group). The window stage with chDB: one process only
     worker_stages: list[str] = Field(default_factory=lambda: ["clean", "window", "dead_letters"])
+    # backfills: stop (exit 0, with a summary) once every input partition's committed offset reached the end
+    # offset it had when the worker started (satpulse worker --until-caught-up)
+    worker_until_caught_up: bool = False
     window_seconds: int = 60
     grace_seconds: int = 10
     idle_seconds: float = 5.0  # a source partition with no input for this long stops holding the watermark back

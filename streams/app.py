@@ -30,6 +30,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import signal
+import sys
+import time
 from collections import deque
 from typing import Any
 
@@ -42,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from satpulse import metrics
 from satpulse.settings import Settings, get_settings
 from sinks.retry import RetryStopped
+from streams.backfill import backfill_summary
 from streams.heap import HeapFreezer
 from streams.pipeline import Batch, Pipeline
 
@@ -71,6 +76,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         web_in_thread=False, loghandlers=[])
     pipeline = Pipeline(settings)
     heap = HeapFreezer()
+    started_at = time.monotonic()
     stopped = asyncio.Event()  # set when the consume task returned (its batches committed or given up)
 
     async def run_stage(stage: Any, batch: Batch, forward: Any) -> None:
@@ -121,6 +127,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
                 if batch is not None:
                     await clean.send(value=batch)
                     in_flight.append(batch)
+                elif not in_flight and await pipeline.caught_up():
+                    print(backfill_summary(time.monotonic() - started_at), end="", file=sys.__stdout__, flush=True)
+                    os.kill(os.getpid(), signal.SIGTERM)  # the same clean stop as an operator's
+                    break
                 while in_flight and (in_flight[0].done.done() or len(in_flight) >= MAX_IN_FLIGHT):
                     await in_flight.popleft().done  # raises the exception of a failed batch
             while in_flight:
@@ -181,7 +191,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
 def run_worker(loglevel: str = "WARNING") -> None:
     """Run the worker app (settings from the environment, read at import) until SIGTERM/SIGINT (returns) or
     until a stage fails (raises its exception; the batches in flight are replayed by the next start). Blocks."""
-    Worker(app, loglevel=loglevel, loop=uvloop.new_event_loop(), quiet=True).execute_from_commandline()
+    worker = Worker(app, loglevel=loglevel, loop=uvloop.new_event_loop(), quiet=True)
+    worker.spinner = None  # no terminal spinner: the output is logs (and a backfill's summary)
+    worker.execute_from_commandline()
 
 
 app, pipeline = create_app(get_settings())

@@ -140,6 +140,8 @@ class Pipeline:
         self._stopping = False
         self.started = False  # set by start() once subscribed
         self._in_flight: set[asyncio.Future[None]] = set()  # fetched batches not yet committed (or failed)
+        self._targets: dict[TopicPartition, int] | None = None  # until_caught_up: end offsets to reach
+        self._rekeyed = 0  # ingest records re-published under their clean key (beyond the targets)
         self._stop_retrying = threading.Event()  # set by request_stop: ClickHouse retries give up (RetryStopped)
         self._limits = settings.input_limits()
         self._partitions: dict[str, list[int]] = {}  # partitions of each topic published to
@@ -182,6 +184,8 @@ class Pipeline:
             else:
                 wanted = [t for t in wanted if t not in self.clean_kinds]
         self.consumer.subscribe(wanted, listener=_Rebalance(self))
+        if s.worker_until_caught_up:
+            self._targets = await self._end_offsets(wanted)
         self.started = True
 
     async def stop(self) -> None:
@@ -341,6 +345,7 @@ class Pipeline:
                 out.append((routed.topic, routed.key, routed.value))
         if rekeyed:
             metrics.EVENTS_OUT.labels("cleaner", "rekeyed").inc(rekeyed)
+            self._rekeyed += rekeyed
         positions = await self._publish(out, partitions)
         items, values = [], {}
         for index, routed in counted:
@@ -433,6 +438,28 @@ class Pipeline:
                                                max_entities_per_source=s.entity_cache_per_partition,
                                                stopping=self._stop_retrying)
         return self._window_worker
+
+    async def caught_up(self) -> bool:
+        """With ``worker_until_caught_up``: True once no batch is in flight and the group's committed offset of
+        every input partition reached its end offset at start (so every batch up to there is stored). Records
+        this worker re-published to the ingest topic meanwhile move the targets to the current end offsets.
+        Always False without the setting. Asks the broker: call when idle."""
+        if self._targets is None or self._in_flight:
+            return False
+        if self._rekeyed:
+            self._rekeyed = 0
+            self._targets = await self._end_offsets(sorted({tp.topic for tp in self._targets}))
+            return False
+        for tp, target in self._targets.items():
+            committed = await self.consumer.committed(tp)
+            if target > (committed or 0):
+                return False
+        return True
+
+    async def _end_offsets(self, topic_names: Sequence[str]) -> dict[TopicPartition, int]:
+        partitions = [TopicPartition(t, p) for t in topic_names for p in sorted(await self.producer.partitions_for(t))]
+        ends: dict[TopicPartition, int] = await self.consumer.end_offsets(partitions)
+        return ends
 
     async def read_store(self, read: Callable[[ClickHouse], T]) -> T:
         """``read(ch)`` with the worker's ClickHouse connection, on the thread that reads window results (for

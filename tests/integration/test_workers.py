@@ -4,6 +4,8 @@ ClickHouse Kafka Connect's ExactlyOnceTest)."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import subprocess
 import sys
@@ -15,14 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
+from adapters.publisher import ensure_topics
 from satpulse import services as local_services
 from satpulse import topics
 from satpulse.sample import sample_submissions, sample_ticket_events, write_jsonl
-from satpulse.settings import get_settings
+from satpulse.settings import Settings, get_settings
 from satpulse.worker_process import FAUST_WORKER, SATPULSE_WORKER, WorkerProcess, metric_sum, wait_consumed
 from sinks.clickhouse import connect
 from sinks.queries import totals, windows
+from streams.clean import entity_key
 from tests.integration.offline import CHANNEL, SATISFIED, free_port
 
 pytestmark = pytest.mark.integration
@@ -133,3 +138,30 @@ def test_faust_cli_runs_the_same_worker(services: Any, tmp_path: Path) -> None:
     """``faust -A streams.app worker`` is the same app as ``satpulse worker``: exact totals, killed and
     restarted once."""
     run(tmp_path, server_url(), workers=1, kills=1, command=FAUST_WORKER)
+
+
+def test_until_caught_up_exits_once_everything_is_stored(services: Any, tmp_path: Path) -> None:
+    """A backfill: ``satpulse worker --until-caught-up`` exits 0 with a summary once the input present at its
+    start is stored, re-keyed records included, and the stored totals are exact."""
+    namespace = f"b-{uuid.uuid4().hex[:8]}"
+    names = topics.for_namespace(namespace)
+    ensure_topics(Settings(topic_namespace=namespace), names.all())
+    now_ms = int(time.time() * 1000)
+    feedback = list(sample_submissions(1_000, now_ms - 4 * 3600_000, 3600_000, seed=4))
+    tickets = list(sample_ticket_events(150, now_ms - 4 * 3600_000, 3600_000, seed=4))
+    producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap, acks="all")
+    for i, submission in enumerate(feedback + tickets):  # every 10th keyed wrongly: re-keyed by the worker
+        key = b"wrong-key-%d" % i if i % 10 == 0 else (entity_key(submission) or "").encode()
+        producer.send(names.ingest, key=key, value=json.dumps(submission).encode())
+    producer.send(names.ingest, key=b"x", value=b"{not json")
+    producer.flush()
+    producer.close()
+    url = server_url()
+    env = {**os.environ, "SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"g-{namespace}",
+           "SATPULSE_CLICKHOUSE_URL": url, "SATPULSE_WORKER_WEB_PORT": str(free_port())}
+    done = subprocess.run([sys.executable, "-m", "satpulse.cli", "worker", "--until-caught-up"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"clean events counted: {len(feedback) + len(tickets)}" in done.stdout, done.stdout
+    assert "cleaner unparseable_payload: 1" in done.stdout, done.stdout
+    assert stored(url) == offline(feedback, tickets)
