@@ -159,16 +159,19 @@ def _parse_time(text: str) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from satpulse.settings import get_settings
     from sinks.clickhouse import connect
-    from sinks.report import render, report_rows
+    from sinks.report import build_report, render
 
     settings = get_settings()
     ch = connect(args.url or settings.clickhouse_url.get_secret_value())
     try:
-        rows = report_rows(ch, args.by, args.window, settings.window_seconds, _parse_time(args.from_),
-                           _parse_time(args.to), settings.rollup_window_seconds)
+        report = build_report(ch, args.by, args.window, settings.window_seconds, _parse_time(args.from_),
+                              _parse_time(args.to), settings.rollup_window_seconds, args.compare)
+    except ValueError as exc:  # a time that does not parse, a comparison reaching before 1970
+        print(f"satpulse report: {exc}", file=sys.stderr)
+        return 2
     finally:
         ch.close()
-    sys.stdout.write(render(rows, args.format))
+    sys.stdout.write(render(report, args.format))
     return 0
 
 
@@ -266,8 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", default="2100-01-01T00:00:00Z", help="ISO time or epoch (exclusive)")
     p.add_argument("--by", default="channel",
                    choices=["all", *DIMENSION_FIELDS])
-    p.add_argument("--window", default="1h", choices=["1m", "1h", "1d"])
-    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument("--window", default="1h", choices=["1m", "1h", "1d", "all"],
+                   help="window size, or all: one row per value for the whole [--from, --to)")
+    p.add_argument("--format", default="table", choices=["table", "json", "jsonl", "csv"],
+                   help="table (with a total row), json (one document: parameters, rows, total), jsonl (one "
+                        "row per line), csv")
+    p.add_argument("--compare", choices=["previous", "last-week"],
+                   help="add each row's CSAT over the previous window (all: the previous range of equal length) "
+                        "or one week earlier, and the delta in percentage points")
     p.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
     p.set_defaults(func=_cmd_report)
     p = sub.add_parser("retention", help="delete ClickHouse rows older than SATPULSE_RETENTION_*_DAYS "

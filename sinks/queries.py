@@ -8,7 +8,7 @@ summed from the cells at query time: every aggregate is a count, an integer sum 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,3 +121,26 @@ def seed_metrics(ch: ClickHouse, dimension: str, window_seconds: int, from_s: in
     for value, ws, mean, n in rtt:
         rows.setdefault((str(value), int(ws)), [None, 0, None, 0])[2:4] = [float(mean), int(n)]
     return [SeedRow(v, ws, *r) for (v, ws), r in sorted(rows.items())]
+
+
+def seed_totals(ch: ClickHouse, dimension: str, from_s: int = 0, to_s: int = 2**32 - 1) -> list[SeedRow]:
+    """One row per dimension value over [from_s, to_s) (window_start 0): the seed formulas over every rating and
+    case of the range, the per-day means of :func:`seed_metrics` merged by :func:`merge_seeds`. Blocks; raises
+    ValueError for an unknown dimension, ClickHouseError."""
+    by_value: dict[str, list[SeedRow]] = {}
+    for row in seed_metrics(ch, dimension, 86400, from_s, to_s):
+        by_value.setdefault(row.dimension_value, []).append(row)
+    return [merge_seeds(value, rows) for value, rows in sorted(by_value.items())]
+
+
+def merge_seeds(value: str, rows: Iterable[SeedRow], window_start: int = 0) -> SeedRow:
+    """``rows`` as one row of ``value``: each mean weighted by its number of terms (exact up to float rounding),
+    None where no row has a term. Pure."""
+    csat_sum = rtt_sum = 0.0
+    n = m = 0
+    for row in rows:
+        csat_sum += (row.seed_csat or 0.0) * row.seed_csat_n
+        rtt_sum += (row.seed_rtt or 0.0) * row.seed_rtt_m
+        n += row.seed_csat_n
+        m += row.seed_rtt_m
+    return SeedRow(value, window_start, csat_sum / n if n else None, n, rtt_sum / m if m else None, m)

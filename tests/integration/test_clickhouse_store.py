@@ -135,19 +135,21 @@ def test_report_rolls_up_and_renders(ch: ClickHouse) -> None:
     import io
     import json
 
-    from sinks.report import render, report_rows
+    from sinks.report import build_report, render
 
     feedback, tickets = make_events(random.Random(8))
     worker = WindowWorker(Windower(60, 10, 5), WindowStore(ch, "fb", "tk", 60), DIMS, RULES)
     worker.process([Item("fb", 0, i, "feedback", r) for i, r in enumerate(feedback)]
                    + [Item("tk", 0, i, "ticket", r) for i, r in enumerate(tickets)], now=0.0)
     expected = batch_cells(feedback, tickets, ("channel",), 86_400_000, RULES)
-    rows = report_rows(ch, "channel", "1d", 60, 0, 2**32 - 1)
+    report = build_report(ch, "channel", "1d", 60, 0, 2**32 - 1)
+    rows = report.rows
     assert {(r["value"], r["rated"], r["satisfied"], r["resolved"]) for r in rows} == {
         (k[1], v.rated, v.satisfied, v.resolved) for k, v in expected.items()}
-    assert [json.loads(line)["value"] for line in render(rows, "json").splitlines()] == [r["value"] for r in rows]
-    assert len(list(csv.DictReader(io.StringIO(render(rows, "csv"))))) == len(rows)
-    assert render(rows, "table").splitlines()[0].split()[:3] == ["window_start", "value", "rated"]
+    assert [json.loads(line)["value"] for line in render(report, "jsonl").splitlines()] == [r["value"] for r in rows]
+    assert [r["value"] for r in json.loads(render(report, "json"))["rows"]] == [r["value"] for r in rows]
+    assert len(list(csv.DictReader(io.StringIO(render(report, "csv"))))) == len(rows)
+    assert render(report, "table").splitlines()[0].split()[:3] == ["window_start", "value", "rated"]
 
 
 def test_secondary_answers_and_sentiment_model_are_stored(ch: ClickHouse) -> None:

@@ -17,7 +17,7 @@ from satpulse.settings import Settings
 from sinks.clickhouse import ClickHouse, ClickHouseError, Params
 from sinks.dead_letter_store import DeadLetterStore
 from sinks.queries import windows
-from sinks.report import report_rows
+from sinks.report import build_report
 from sinks.retention import apply_retention, wait_for_mutations
 from sinks.rollups import Rollups
 from sinks.window_store import MERGED_AGG_SQL, WindowStore
@@ -152,7 +152,7 @@ def test_report_reads_stored_rollups_backfilled_when_enabled(ch: ClickHouse) -> 
 
     def report(window: str, stored: Sequence[int]) -> list[dict[str, Any]]:
         """Report rows without the seed columns (a float avg() whose rounding varies between runs)."""
-        rows = report_rows(ch, "channel", window, 60, 0, 2**32 - 1, stored)
+        rows = build_report(ch, "channel", window, 60, 0, 2**32 - 1, stored).rows
         return [{k: v for k, v in r.items() if not k.startswith("seed_")} for r in rows]
 
     process(first, ())  # roll-ups off
