@@ -1,5 +1,5 @@
 """``satpulse`` command line: services, topics, worker, publish, import, channel, ingest-service, report,
-retention, migrate, demo."""
+retention, migrate, dashboard, demo."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from dashboard import DEFAULT_PORT
 from streams.entities import DIMENSION_FIELDS
 
 
@@ -217,6 +218,19 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
+    from dashboard.web import serve
+    from satpulse.settings import get_settings
+
+    settings = get_settings()
+    if args.url:
+        settings = settings.model_copy(update={"clickhouse_url": SecretStr(args.url)})
+    serve(settings, args.host, args.port)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from satpulse.demo import run_demo
 
@@ -289,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
                                        "table: stop all workers first (docs/operations.md#upgrades)")
     p.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
     p.set_defaults(func=_cmd_migrate)
+    p = sub.add_parser("dashboard", help="serve the live dashboard page against a ClickHouse server (with chDB "
+                                         "the worker serves it on its web port: /dashboard)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
+    p.set_defaults(func=_cmd_dashboard)
     p = sub.add_parser("demo", help="end to end on this machine: local Kafka, embedded ClickHouse, sample "
                                     "traffic, worker, report and metrics")
     p.add_argument("--events", type=int, default=5000)

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     prometheus_port: int = 19090
     alertmanager_port: int = 19093
     alert_webhook_url: str = "http://127.0.0.1:19095/alerts"  # where the local Alertmanager posts alerts
+    alertmanager_url: str | None = None  # e.g. http://127.0.0.1:19093: the dashboard lists its firing alerts
 
     # worker
     worker_web_port: int = 6066

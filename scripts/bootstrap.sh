@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything satpulse needs on a fresh Debian 12 machine: Debian packages (ClickHouse server,
-# Prometheus, Alertmanager, docker-compose, Java, Maven, Dovecot for the IMAP tests), the Kafka jars (Maven) and a
-# Python venv.
+# Prometheus, Alertmanager, docker-compose, Java, Maven, Dovecot for the IMAP tests, Node.js and npm, Chromium and
+# its driver for the dashboard page's browser test), the Kafka jars (Maven), the dashboard's browser libraries
+# (npm ci) and a Python venv.
 # Idempotent: skips what is already there. Needs root (or sudo) only for the Debian packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(clickhouse-server clickhouse-client prometheus prometheus-alertmanager docker-compose
-          openjdk-17-jre-headless maven python3-venv dovecot-imapd)
+          openjdk-17-jre-headless maven python3-venv dovecot-imapd nodejs npm chromium chromium-driver
+          fonts-dejavu-core)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -15,6 +17,7 @@ done
 # the machine may have Java/Maven from elsewhere: accept those
 command -v java >/dev/null && missing=("${missing[@]/openjdk-17-jre-headless}")
 command -v mvn >/dev/null && missing=("${missing[@]/maven}")
+command -v npm >/dev/null && missing=("${missing[@]/nodejs}") && missing=("${missing[@]/npm}")
 python3 -c "import venv, ensurepip" 2>/dev/null && missing=("${missing[@]/python3-venv}")
 read -r -a missing <<< "${missing[*]:-}"
 if ((${#missing[@]})); then
@@ -35,6 +38,14 @@ fi
 if [ ! -d services/kafka/target/lib ]; then
   echo "bootstrap: fetching Kafka jars with Maven"
   (cd services/kafka && mvn -q -B dependency:copy-dependencies -DoutputDirectory=target/lib)
+fi
+
+# uPlot for the dashboard page (dashboard/package-lock.json); again only when the lockfile changed
+lock_sum=$(sha256sum dashboard/package-lock.json | cut -d' ' -f1)
+if [ "$(cat dashboard/node_modules/.installed 2>/dev/null)" != "$lock_sum" ]; then
+  echo "bootstrap: installing the dashboard's browser libraries (npm ci)"
+  (cd dashboard && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" > dashboard/node_modules/.installed
 fi
 
 PYTHON="${PYTHON:-python3}"

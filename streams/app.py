@@ -43,6 +43,7 @@ from faust.app.base import BootStrategy
 from faust.worker import Worker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from dashboard.web import register as register_dashboard
 from satpulse import metrics
 from satpulse.settings import Settings, get_settings
 from sinks.retry import RetryStopped
@@ -165,6 +166,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         return web.text("ok")
+
+    register_dashboard(app, pipeline.read_store, settings)  # /dashboard (dashboard/web.py)
 
     @app.on_before_shutdown.connect
     async def finish_in_flight(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
