@@ -1,5 +1,5 @@
 """``satpulse`` command line: services, topics, worker, publish, import, channel, ingest-service, report,
-retention, migrate, dashboard, demo."""
+retention, migrate, dashboard, dead-letters, demo."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dashboard import DEFAULT_PORT
 from streams.entities import DIMENSION_FIELDS
+
+if TYPE_CHECKING:
+    from sinks.clickhouse import ClickHouse
 
 
 def _cmd_services(args: argparse.Namespace) -> int:
@@ -231,6 +235,50 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dead_letters(args: argparse.Namespace) -> int:
+    from satpulse.settings import get_settings
+    from sinks import dead_letter_tools as tools
+    from sinks.clickhouse import connect
+
+    settings = get_settings()
+    try:
+        since = _parse_time(args.since) if getattr(args, "since", None) else 0
+    except ValueError as exc:
+        print(f"satpulse dead-letters: --since: {exc}", file=sys.stderr)
+        return 2
+    ch = connect(args.url or settings.clickhouse_url.get_secret_value())
+    try:
+        if args.action == "summary":
+            sys.stdout.write(tools.format_summary(tools.summary(ch, since), since))
+            return 0
+        if args.action == "show":
+            letters = tools.find(ch, [args.origin])
+            if not letters:
+                print(f"satpulse dead-letters: no dead letter with origin {args.origin!r}", file=sys.stderr)
+                return 1
+            sys.stdout.write("\n".join(map(tools.format_letter, letters)))
+            return 0
+        return _replay_dead_letters(args, ch, since)
+    finally:
+        ch.close()
+
+
+def _replay_dead_letters(args: argparse.Namespace, ch: ClickHouse, since: int) -> int:
+    from adapters.dead_letter_replay import plan_replay, send_replay
+    from adapters.publisher import Publisher
+    from satpulse import topics
+    from satpulse.settings import get_settings
+    from sinks.dead_letter_tools import find
+
+    letters = find(ch, args.origin or (), exact=False, reason=args.reason, stage=args.stage, since_s=since)
+    plan = plan_replay(letters, again=args.again)
+    if plan.send and not args.dry_run:
+        with Publisher(get_settings()) as publisher:
+            send_replay(plan, publisher, ch, topics.INGEST)
+    sys.stdout.write(plan.describe(topics.INGEST, args.dry_run))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from satpulse.demo import run_demo
 
@@ -309,6 +357,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
     p.set_defaults(func=_cmd_dashboard)
+    p = sub.add_parser("dead-letters", help="dead letters stored in ClickHouse: summary, show one, replay to the "
+                                            "ingest topic after a fix (docs/dead-letters.md#tools)")
+    p.set_defaults(func=_cmd_dead_letters)
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("summary", help="counts by stage and reason (truncated, replayed) and by origin")
+    a.add_argument("--since", help="ISO time or epoch: dead letters that failed at or after it")
+    a.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
+    a = actions.add_parser("show", help="one origin's dead letters with payload, size and sha256")
+    a.add_argument("origin", help="topic/partition/offset or a reference such as path:line")
+    a.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
+    a = actions.add_parser("replay", help="re-send clean-stage dead letters' payloads to the ingest topic, each "
+                                          "origin once (skips truncated payloads; --again: replayed ones too)")
+    a.add_argument("--reason", help="only this reason")
+    a.add_argument("--stage", help="only this stage (replayable: cleaner)")
+    a.add_argument("--origin", action="append", help="only this origin, topic or file (repeatable)")
+    a.add_argument("--since", help="ISO time or epoch: dead letters that failed at or after it")
+    a.add_argument("--again", action="store_true", help="also origins replayed before")
+    a.add_argument("--dry-run", action="store_true", help="only list what would be sent and skipped")
+    a.add_argument("--url", help="ClickHouse URL (default: SATPULSE_CLICKHOUSE_URL)")
     p = sub.add_parser("demo", help="end to end on this machine: local Kafka, embedded ClickHouse, sample "
                                     "traffic, worker, report and metrics")
     p.add_argument("--events", type=int, default=5000)

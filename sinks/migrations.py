@@ -182,6 +182,20 @@ MIGRATIONS: tuple[tuple[int, tuple[str | AddColumn | Rekey, ...]], ...] = (
         AddColumn("dead_letters", "payload_size", "UInt64"),
         AddColumn("dead_letters", "payload_sha256", "String"),
     )),
+    (7, (
+        # dead letters re-sent to the ingest topic by `satpulse dead-letters replay`, once per origin (the
+        # latest replay wins): a later replay skips them unless asked again (docs/dead-letters.md#tools)
+        """CREATE TABLE IF NOT EXISTS {db}.dead_letter_replays (
+            origin_topic String,
+            origin_partition Int32,
+            origin_offset Int64,
+            origin_ref String,
+            payload_sha256 String,
+            ingest_topic String,
+            replayed_at DateTime
+        ) ENGINE = ReplacingMergeTree(replayed_at)
+        ORDER BY (origin_topic, origin_partition, origin_offset, origin_ref)""",
+    )),
 )
 
 

@@ -166,9 +166,13 @@ def render(report: Report, fmt: str) -> str:
         raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
     lines = [[_text(r[c]) for c in columns] for r in (*map(_flat, report.rows), _flat(report.total))]
     lines[-1][0] = TOTAL
-    cells = [list(columns), *lines]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "".join("  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) + "\n" for line in cells)
+    return aligned([list(columns), *lines])
+
+
+def aligned(lines: Sequence[Sequence[str]]) -> str:
+    """Text lines of equally many cells as a table: every column right-aligned to its widest cell. Pure."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
+    return "".join("  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) + "\n" for line in lines)
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:

@@ -221,7 +221,8 @@ def test_rekey_migration_keeps_every_cell(services: Any, tmp_path: Path, monkeyp
         engine.close()  # every worker stopped: chDB's data directory is free for the command
         assert cli.main(["migrate", "--url", url]) == 0
         applied = capsys.readouterr().out.splitlines()
-        assert [line.split(":")[0] for line in applied] == [f"applied migration {v}" for v in (4, 5, 6)]
+        assert [line.split(":")[0] for line in applied] == [f"applied migration {v}" for v, _ in
+                                                            migrations.MIGRATIONS if v > 3]
         assert "rebuild window_cells (the old table is kept as window_cells_previous)" in applied[0]
         engine = connect(url)
         assert migrations.migrate(engine) == []
