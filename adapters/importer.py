@@ -5,10 +5,10 @@ columns of each field, how to read timestamps (strptime formats, day-first inclu
 ``epoch_ms``; date and time in separate columns; offsets added from duration columns), the time zone, value maps,
 and the events one row produces, each with conditions ("only when column X is not empty") and checks ("not before
 event Y"). Every event is validated with the cleaner's own rules (:func:`streams.clean.clean`, pure) before it is
-published, so an import reports at once what the pipeline would refuse; refused events go to the dead-letter
-topic with their reason and origin ``path:record`` (stage ``import``), the rest to the ingest topic keyed by
-ticket id. Event ids are ``{source}:{row id}:{event}``: importing a file twice publishes the same ids, which the
-pipeline deduplicates.
+published, so an import reports at once what the pipeline would refuse (and which raw channels it would count as
+``other``, which rating scales it does not know); refused events go to the dead-letter topic with their reason
+and origin ``path:record`` (stage ``import``), the rest to the ingest topic keyed by ticket id. Event ids are
+``{source}:{row id}:{event}``: importing a file twice publishes the same ids, which the pipeline deduplicates.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from adapters.jsonl import key_of
 from adapters.privacy import PrivacyPolicy
 from satpulse import metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
-from streams.clean import Rejected, clean
+from streams.clean import Rejected, clean, normalise_channel
 
 STAGE = "import"
 SUBMISSION_FIELDS = ("ticket_id", "agent", "team", "category", "product", "customer_id", "channel", "priority",
@@ -360,10 +360,12 @@ class _RowTimes:
 
 @dataclass
 class RowResult:
-    """What one row produced: submissions to publish and rejected events (reason, detail, submission or row)."""
+    """What one row produced: submissions to publish, rejected events, and the rating scales refused as
+    unknown_scale."""
 
     submissions: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (event, reason, detail)
+    unknown_scales: list[str] = field(default_factory=list)
 
 
 def map_row(mapping: ImportMapping, row: Mapping[str, Any], number: int, now_ms: int,
@@ -403,6 +405,8 @@ def map_row(mapping: ImportMapping, row: Mapping[str, Any], number: int, now_ms:
             clean(submission, now_ms, future_tolerance_ms)
         except Rejected as exc:
             result.rejected.append((event.name, exc.reason, exc.detail))
+            if exc.reason == "unknown_scale":
+                result.unknown_scales.append(str(submission.get("rating_scale")))
             continue
         result.submissions.append(submission)
     return result
@@ -475,19 +479,39 @@ class ImportReport:
     events: Counter[str] = field(default_factory=Counter)  # published, by kind:status
     rejected_events: Counter[str] = field(default_factory=Counter)  # by reason
     rejected_rows: Counter[str] = field(default_factory=Counter)  # rows with at least one rejection, by reason
+    channels: Counter[tuple[str, str]] = field(default_factory=Counter)  # published, by (raw, normalised) channel
+    unknown_scales: Counter[str] = field(default_factory=Counter)  # events refused as unknown_scale, by scale
 
     @property
     def published(self) -> int:
         return sum(self.events.values())
 
+    def channels_to_other(self) -> Counter[str]:
+        """Published events by raw channel that the pipeline counts as ``other`` (a value the mapping's channel
+        map does not cover, e.g. "Inbound"); a raw "other" is not listed."""
+        return Counter({raw: n for (raw, normalised), n in self.channels.items()
+                        if normalised == "other" and raw.strip().lower() != "other"})
+
     def summary(self) -> str:
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.events.items())) or "none"
-        rows = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_rows.items())) or "none"
-        events = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_events.items())) or "none"
+        """The counts as text: rows, events by kind, rejections by reason, raw channels that became ``other``
+        and scales refused as unknown, each with its number of events. Pure."""
         return (f"rows read {self.rows}: fully published {self.rows_published}, partly {self.rows_partial}, "
                 f"rejected {self.rows_rejected}, without events {self.rows_without_events}\n"
-                f"events published {self.published} ({kinds})\n"
-                f"rows rejected by reason: {rows}\nevents rejected by reason: {events}")
+                f"events published {self.published} ({_counts(self.events)})\n"
+                f"rows rejected by reason: {_counts(self.rejected_rows)}\n"
+                f"events rejected by reason: {_counts(self.rejected_events)}\n"
+                f"channels counted as other: {_counts(self.channels_to_other())}\n"
+                f"unknown rating scales: {_counts(self.unknown_scales)}")
+
+    def normalised_channels(self) -> str:
+        """One line per raw channel of the published events: ``channel: Inbound -> other (3 events)``. Pure."""
+        return "".join(f"channel: {raw} -> {normalised} ({n} events)\n"
+                       for (raw, normalised), n in sorted(self.channels.items()))
+
+
+def _counts(counter: Counter[str]) -> str:
+    """``a 3, b 1`` in key order, ``none`` when empty."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items())) or "none"
 
 
 Send = Callable[[str, bytes | None, bytes], None]
@@ -546,6 +570,7 @@ def run_import(path: Path, mapping: ImportMapping, send: Send, privacy: PrivacyP
                 send(ingest, key_of(prepared), json.dumps(prepared, ensure_ascii=False, sort_keys=True).encode())
                 kind = f"{submission['kind']}:{submission.get('status', 'rating')}"
                 report.events[kind] += 1
+                report.channels[(submission["channel"], normalise_channel(submission["channel"]))] += 1
                 metrics.EVENTS_OUT.labels(STAGE, submission["kind"]).inc()
             for event_name, reason, detail in result.rejected:
                 key, value = encode_dead_letter(reason, f"record {number}, event {event_name}: {detail}", STAGE,
@@ -555,6 +580,7 @@ def run_import(path: Path, mapping: ImportMapping, send: Send, privacy: PrivacyP
                 metrics.DEAD_LETTERS.labels(STAGE, reason).inc()
             for reason in {r for _, r, _ in result.rejected}:
                 report.rejected_rows[reason] += 1
+            report.unknown_scales.update(result.unknown_scales)
             outcome = ("no_event" if not result.submissions and not result.rejected else
                        "rejected" if not result.submissions else "partial" if result.rejected else "published")
             if outcome == "no_event":

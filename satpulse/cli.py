@@ -87,7 +87,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
             report = run_import(path, mapping, show, privacy, progress=progress,
                                 future_tolerance_ms=settings.future_tolerance_seconds * 1000)
-            print(report.summary(), file=sys.stderr)
+            print(report.normalised_channels() + report.summary(), file=sys.stderr)
             return 0
         from adapters.publisher import Publisher, ensure_topics
 
@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.add_argument("--mapping", required=True, help="mapping YAML (see mappings/)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the submissions as JSON lines instead of publishing; summary on stderr")
+                   help="print the submissions as JSON lines instead of publishing; each raw channel with what "
+                        "it becomes (channel: Inbound -> other) and the summary on stderr")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_import)
     p = sub.add_parser("channel", help="publish IVR survey records, e-mail survey replies (.eml files, or an "
