@@ -57,7 +57,7 @@ def build_report(ch: ClickHouse, by: str, window: str, cell_seconds: int, from_s
     window one window earlier or one week earlier (for ``all``: the range shifted by its length or a week), and
     to the total the merge of every earlier window. Blocks; raises ClickHouseError, and ValueError for an
     unknown window, dimension or comparison, or a whole-range comparison that would start before 1970."""
-    shift = None if compare is None else compare_shift(window, compare, from_s, to_s)
+    shift = None if compare is None else _compare_shift(window, compare, from_s, to_s)
     current = _window_rows(ch, by, window, cell_seconds, from_s, to_s, stored_rollups)
     earlier = [] if shift is None else _window_rows(ch, by, window, cell_seconds, max(0, from_s - shift),
                                                     max(0, to_s - shift), stored_rollups)
@@ -74,7 +74,7 @@ def build_report(ch: ClickHouse, by: str, window: str, cell_seconds: int, from_s
     return Report(by, window, from_s, to_s, compare, rows, total)
 
 
-def compare_shift(window: str, compare: str, from_s: int, to_s: int) -> int:
+def _compare_shift(window: str, compare: str, from_s: int, to_s: int) -> int:
     """Seconds between a period and the one ``compare`` sets beside it: one window (``previous``; for ``all``
     the range's length) or a week (``last-week``). Raises ValueError for an unknown comparison or window, or
     when a whole range's earlier period would start before 1970 (give both ``--from`` and ``--to``)."""
