@@ -11,7 +11,7 @@ help: ## list the targets
 setup: ## install Debian packages, Kafka jars and the Python venv (idempotent)
 	@bash scripts/bootstrap.sh
 
-demo: setup ## the main job end to end: local Kafka, embedded ClickHouse, sample traffic, report, metrics
+demo: setup ## the main job end to end: local Kafka, embedded ClickHouse, sample traffic, report, metrics, live dashboard
 	$(PY) -m satpulse.cli demo
 
 test: setup lint ## lint, type-check, then every test (starts the local services it needs)

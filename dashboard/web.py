@@ -80,8 +80,13 @@ class Dashboard:
                 self.read(lambda ch: read_snapshot(ch, dimension, period, now_s, cell)),
                 fetch_alerts(self.settings.alertmanager_url))
         except (StoreNotReady, ClickHouseError) as exc:
-            return _json({"error": f"ClickHouse cannot be read yet: {exc}"}, 503)
+            return _json({"error": f"ClickHouse cannot be read yet: {_first_words(exc)}"}, 503)
         return _json(build(snapshot, alerts, dimension, period, now_s, cell, self.dimensions), 200)
+
+
+def _first_words(exc: Exception, limit: int = 300) -> str:
+    """An error's message on one line, without the server's stack trace, at most ``limit`` characters."""
+    return " ".join(str(exc).split("Stack trace:")[0].split())[:limit]
 
 
 def _json(value: Any, status: int) -> web.Response:

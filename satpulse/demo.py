@@ -1,29 +1,39 @@
-"""``satpulse demo``: the main job end to end on one machine.
+"""``satpulse demo``: the main job end to end on one machine, ending on the live dashboard.
 
-Starts the local Kafka broker (``satpulse services``), uses embedded ClickHouse (chDB) in a fresh directory,
-writes sample traffic (with a few malformed lines) to a JSONL file, publishes it with the JSONL adapter, runs
-the worker until every rated event is stored, then prints CSAT per channel from ClickHouse and the
-worker's Prometheus metrics.
+Starts the local Kafka broker (``satpulse services``) unless it runs, uses embedded ClickHouse (chDB) in a
+fresh directory, writes sample traffic to a JSONL file (ratings of the last 30 minutes, ratings of the same
+half hour a week ago so that the dashboard shows trends, support cases of the last few hours and a few
+malformed lines) and publishes it with the JSONL adapter; runs the worker until every rating is counted, prints
+CSAT per channel (from the worker's dashboard data: chDB admits one process, the worker) and the worker's
+Prometheus metrics, then leaves the worker running and prints the dashboard's URL. Ctrl-C (or SIGTERM) stops
+the worker, and Kafka if the demo started it.
 """
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
+from typing import Any
 
 from satpulse import services
-from satpulse.sample import sample_submissions, write_jsonl
+from satpulse.sample import sample_submissions, sample_ticket_events, write_jsonl
 from satpulse.settings import get_settings
 from satpulse.worker_process import WorkerProcess, metric_sum
 
 BAD_LINES = ('{"kind": "feedback", "event_id": ', "not json at all", '["a", "list"]')
+WEEK_MS = 7 * 86_400_000
 
 
 def run_demo(events: int) -> int:
-    """Run the demo; returns the process exit code. Blocks for about a minute."""
+    """Run the demo; returns the process exit code: 0 after Ctrl-C/SIGTERM, the worker's code if it exits by
+    itself. Blocks until then (the dashboard is up after about half a minute)."""
     settings = get_settings()
+    started = [] if services.status(["kafka"])["kafka"].state == "running" else ["kafka"]
     services.ensure_up(["kafka"])
     run = uuid.uuid4().hex[:8]
     run_dir = settings.work_dir / "demo" / run
@@ -36,39 +46,58 @@ def run_demo(events: int) -> int:
         "SATPULSE_ROLLING_REFRESH_SECONDS": "1",  # so that the rolling CSAT gauges are shown before the demo ends
     }
     now_ms = int(time.time() * 1000)
+    last_week = events // 2
     path = run_dir / "sample.jsonl"
-    write_jsonl(path, sample_submissions(events, now_ms - 30 * 60_000, 29 * 60_000), BAD_LINES)
-    print(f"sample traffic: {events} submissions + {len(BAD_LINES)} malformed lines -> {path}")
+    traffic = [*sample_submissions(last_week, now_ms - WEEK_MS - 30 * 60_000, 29 * 60_000, seed=8),
+               *sample_submissions(events, now_ms - 30 * 60_000, 29 * 60_000),
+               *sample_ticket_events(events // 25, now_ms - 4 * 3_600_000, 45 * 60_000)]
+    write_jsonl(path, iter(traffic), BAD_LINES)
+    print(f"sample traffic: {events} ratings, {last_week} ratings a week ago, {events // 25} support cases + "
+          f"{len(BAD_LINES)} malformed lines -> {path}")
 
     worker = WorkerProcess(env, run_dir / "worker.log", settings.worker_web_port)
-    worker.start()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     try:
+        worker.start()
         subprocess.run([sys.executable, "-m", "satpulse.cli", "publish", str(path)], env=worker.env, check=True)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            samples = worker.scrape()
-            if metric_sum(samples, "satpulse_feedback_rated_total") >= events:
+            if metric_sum(worker.scrape(), "satpulse_feedback_rated_total") >= events + last_week:
                 break
             time.sleep(1)
         time.sleep(settings.idle_seconds + 3)  # let the watermark pass the last windows
-        samples = worker.scrape()
+        url = f"http://127.0.0.1:{settings.worker_web_port}/dashboard"
+        print_channels(fetch_json(f"{url}/data?dimension=channel&period=1h"))
+        print_metrics(worker.scrape())
+        print(f"\ndashboard (live): {url}\nCtrl-C stops the worker{' and Kafka' if started else ''}.", flush=True)
+        assert worker.proc is not None  # started
+        return worker.proc.wait()
+    except KeyboardInterrupt:
+        return 0
     finally:
         worker.stop()
+        services.ensure_down(started)
 
-    from sinks.clickhouse import connect
-    from sinks.queries import totals
 
-    ch = connect(env["SATPULSE_CLICKHOUSE_URL"])
-    print("\nCSAT per channel (ClickHouse, 1-minute windows merged):")
-    print(f"{'channel':<10}{'rated':>8}{'satisfied':>11}{'CSAT %':>9}{'avg score':>11}")
-    for row in totals(ch, "channel", settings.window_seconds):
-        agg = row.agg
-        csat = "-" if agg.csat_percent is None else f"{agg.csat_percent:.1f}"
-        avg = "-" if agg.average_score is None else f"{agg.average_score:.2f}"
-        print(f"{row.dimension_value:<10}{agg.rated:>8}{agg.satisfied:>11}{csat:>9}{avg:>11}")
+def fetch_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def print_channels(data: dict[str, Any]) -> None:
+    """CSAT per channel over the last hour, from the dashboard's data."""
+    print("\nCSAT per channel, last hour (the dashboard's figures; ClickHouse, 1-minute windows merged):")
+    print(f"{'channel':<10}{'rated':>8}{'satisfied':>11}{'CSAT %':>9}{'avg score':>11}{'vs last week':>14}")
+    for row in data["by_value"]:
+        csat = "-" if row["csat_percent"] is None else f"{row['csat_percent']:.1f}"
+        avg = "-" if row["average_score"] is None else f"{row['average_score']:.2f}"
+        trend = "-" if row["trend_pp"] is None else f"{row['trend_pp']:+.1f} pts"
+        print(f"{row['value']:<10}{row['rated']:>8}{row['satisfied']:>11}{csat:>9}{avg:>11}{trend:>14}")
+
+
+def print_metrics(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> None:
     print("\nworker /metrics (selection):")
     for (name, labels), value in sorted(samples.items()):
         if name.startswith(("satpulse_rolling_csat", "satpulse_dead_letters", "satpulse_window_csat")):
             label_text = ",".join(f'{k}="{v}"' for k, v in labels)
             print(f"  {name}{{{label_text}}} {value:g}")
-    return 0

@@ -1,7 +1,8 @@
-"""The dashboard page in a real browser (Debian's headless Chromium through its chromedriver, Selenium): a worker
-on the real broker with chDB serves it; the figures the page shows equal an offline computation of the input,
-new events reach the page within seconds, and the browser logs no error. Saves a screenshot (tmp_path, and
-docs/img/dashboard.png for the README)."""
+"""The dashboard page in a real browser (Debian's headless Chromium through its chromedriver, Selenium), served
+by a worker on the real broker with chDB, or by ``satpulse dashboard`` next to a worker on the ClickHouse server:
+the figures the page shows equal an offline computation of the input, new events reach the page within seconds,
+and the browser logs no error. Saves a screenshot (tmp_path; from chDB also docs/img/dashboard.png, the README's
+picture)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from satpulse.sample import sample_submissions, sample_ticket_events, write_jsonl
 from satpulse.worker_process import WorkerProcess
-from tests.integration.offline import CHANNEL, SATISFIED, free_port
+from sinks.clickhouse import connect
+from tests.integration.offline import CHANNEL, SATISFIED, clickhouse_url, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -129,8 +131,9 @@ def wait_for(driver: webdriver.Chrome, seconds: float, read: Callable[[], T], ok
 
 
 def wait_ready(url: str, seconds: float) -> None:
-    """Until ``url`` answers 200: the data endpoint answers 503 until the worker has connected to ClickHouse
-    (the page then says it is waiting; the browser would log each 503 as an error)."""
+    """Until ``url`` answers 200: nothing listens while the server starts, and the data endpoint answers 503
+    until the store can be read (the page then says it is waiting; the browser would log each 503 as an
+    error). Raises the last error after ``seconds``, or at once for another HTTP status."""
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -138,6 +141,9 @@ def wait_ready(url: str, seconds: float) -> None:
                 return
         except urllib.error.HTTPError as exc:
             if exc.code != 503 or time.monotonic() > deadline:
+                raise
+        except OSError:
+            if time.monotonic() > deadline:
                 raise
         time.sleep(0.2)
 
@@ -147,8 +153,40 @@ def publish(path: Path, env: dict[str, str]) -> None:
                    capture_output=True, timeout=60)
 
 
-def test_dashboard_page_shows_live_figures(browser: webdriver.Chrome, services: object, tmp_path: Path) -> None:
+@pytest.fixture(params=["chdb", "server"])
+def served(request: pytest.FixtureRequest, services: object, tmp_path: Path) -> Iterator[tuple[str, WorkerProcess]]:
+    """(dashboard URL, worker): with chDB the worker serves the page; with the ClickHouse server (a fresh
+    database) ``satpulse dashboard`` does, with its own connection."""
     namespace = f"dash-{uuid.uuid4().hex[:8]}"
+    url = clickhouse_url(request.param, tmp_path, "dash")
+    port = free_port()
+    worker = WorkerProcess({"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"w-{namespace}",
+                            "SATPULSE_CLICKHOUSE_URL": url, "SATPULSE_WORKER_WEB_PORT": str(port),
+                            "SATPULSE_IDLE_SECONDS": "2"}, tmp_path / "worker.log", port)
+    standalone = None
+    worker.start(timeout=90)
+    try:
+        if request.param == "server":
+            port = free_port()
+            with (tmp_path / "dashboard.log").open("wb") as log:
+                standalone = subprocess.Popen([sys.executable, "-m", "satpulse.cli", "dashboard", "--url", url,
+                                               "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+        wait_ready(f"http://127.0.0.1:{port}/dashboard/data", PAGE_WAIT_SECONDS)
+        yield f"http://127.0.0.1:{port}/dashboard", worker
+    finally:
+        if standalone is not None:
+            standalone.terminate()
+            assert standalone.wait(10) == 0, (tmp_path / "dashboard.log").read_text()
+        worker.stop()
+        if request.param == "server":
+            ch = connect(url)
+            ch.execute(f"DROP DATABASE IF EXISTS {ch.database}")
+            ch.close()
+
+
+def test_dashboard_page_shows_live_figures(served: tuple[str, WorkerProcess], browser: webdriver.Chrome,
+                                           request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    page_url, worker = served
     now_ms = int(time.time() * 1000)
     ratings = list(sample_submissions(RATINGS, now_ms - 12 * HOUR_MS, 12 * HOUR_MS - 120_000, seed=31))
     last_week = list(sample_submissions(LAST_WEEK_RATINGS, now_ms - WEEK_MS - 12 * HOUR_MS, 12 * HOUR_MS, seed=33))
@@ -159,51 +197,42 @@ def test_dashboard_page_shows_live_figures(browser: webdriver.Chrome, services: 
     more = list(sample_submissions(MORE_RATINGS, now_ms - 60_000, 30_000, seed=32))
     write_jsonl(tmp_path / "more.jsonl", iter(more))
 
-    port = free_port()
-    worker = WorkerProcess({"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"w-{namespace}",
-                            "SATPULSE_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}",
-                            "SATPULSE_WORKER_WEB_PORT": str(port), "SATPULSE_IDLE_SECONDS": "2"},
-                           tmp_path / "worker.log", port)
-    worker.start(timeout=90)
-    try:
-        publish(tmp_path / "first.jsonl", worker.env)
-        wait_ready(f"http://127.0.0.1:{port}/dashboard/data", PAGE_WAIT_SECONDS)
-        browser.get(f"http://127.0.0.1:{port}/dashboard")
-        browser.find_element(By.CSS_SELECTOR, '#period button[data-period="24h"]').click()
-        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "#dimension option"))
-        Select(browser.find_element(By.ID, "dimension")).select_by_visible_text("channel")
+    publish(tmp_path / "first.jsonl", worker.env)
+    browser.get(page_url)
+    browser.find_element(By.CSS_SELECTOR, '#period button[data-period="24h"]').click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "#dimension option"))
+    Select(browser.find_element(By.ID, "dimension")).select_by_visible_text("channel")
 
-        def table() -> dict[str, Figures]:
-            return {value: (count(rated), percent(csat), count(created))
-                    for value, rated, csat, created in browser.execute_script(READ_TABLE)}
+    def table() -> dict[str, Figures]:
+        return {value: (count(rated), percent(csat), count(created))
+                for value, rated, csat, created in browser.execute_script(READ_TABLE)}
 
-        def tile() -> dict[str, Figures]:
-            shown = browser.execute_script(READ_TILE, "24h")
-            return {"24h": (count(shown[0]), percent(shown[1]), points(shown[2]))} if shown else {}
+    def tile() -> dict[str, Figures]:
+        shown = browser.execute_script(READ_TILE, "24h")
+        return {"24h": (count(shown[0]), percent(shown[1]), points(shown[2]))} if shown else {}
 
-        def check(read: Callable[[], dict[str, Figures]], expected: dict[str, Figures], seconds: float) -> float:
-            return wait_for(browser, seconds, read, lambda page: close(page, expected), expected)
+    def check(read: Callable[[], dict[str, Figures]], expected: dict[str, Figures], seconds: float) -> float:
+        return wait_for(browser, seconds, read, lambda page: close(page, expected), expected)
 
-        check(table, by_channel(ratings, tickets), PAGE_WAIT_SECONDS)
-        check(tile, day_tile(ratings, last_week), 5)
-        dead = [["unparseable_payload", "2"]]
-        wait_for(browser, 5, lambda: browser.execute_script(READ_DEAD), lambda page: page == dead, dead)
-        volume = {e.get_attribute("data-col"): e.text for e in browser.find_elements(By.CSS_SELECTOR, "#volume .big")}
-        assert volume == {"rated": f"{RATINGS:,}", "created": f"{CASES:,}", "resolved": f"{CASES:,}"}
+    check(table, by_channel(ratings, tickets), PAGE_WAIT_SECONDS)
+    check(tile, day_tile(ratings, last_week), 5)
+    dead = [["unparseable_payload", "2"]]
+    wait_for(browser, 5, lambda: browser.execute_script(READ_DEAD), lambda page: page == dead, dead)
+    volume = {e.get_attribute("data-col"): e.text for e in browser.find_elements(By.CSS_SELECTOR, "#volume .big")}
+    assert volume == {"rated": f"{RATINGS:,}", "created": f"{CASES:,}", "resolved": f"{CASES:,}"}
 
-        publish(tmp_path / "more.jsonl", worker.env)
-        took = check(table, by_channel(ratings + more, tickets), UPDATE_WAIT_SECONDS)
-        check(tile, day_tile(ratings + more, last_week), 5)
-        print(f"new events reached the page in {took:.1f} s")
-        screenshot(browser, tmp_path / "dashboard.png")
+    publish(tmp_path / "more.jsonl", worker.env)
+    took = check(table, by_channel(ratings + more, tickets), UPDATE_WAIT_SECONDS)
+    check(tile, day_tile(ratings + more, last_week), 5)
+    print(f"new events reached the page in {took:.1f} s")
+    screenshot(browser, tmp_path / "dashboard.png")
+    if request.node.callspec.params["served"] == "chdb":  # the worker's own page: the README's picture
         shutil.copyfile(tmp_path / "dashboard.png", REPO_ROOT / "docs" / "img" / "dashboard.png")
 
-        Select(browser.find_element(By.ID, "dimension")).select_by_visible_text("team")
-        check(lambda: {NEW_TEAM: table().get(NEW_TEAM, (-1, -1, -1))}, {NEW_TEAM: (0, None, 1)}, 10)
-        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-        assert not errors, errors
-    finally:
-        worker.stop()
+    Select(browser.find_element(By.ID, "dimension")).select_by_visible_text("team")
+    check(lambda: {NEW_TEAM: table().get(NEW_TEAM, (-1, -1, -1))}, {NEW_TEAM: (0, None, 1)}, 10)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
 
 
 def screenshot(driver: webdriver.Chrome, path: Path) -> None:

@@ -188,14 +188,19 @@ def test_data_endpoint_answers_json() -> None:
     run(scenario, dashboard_app(read_empty))
 
 
-@pytest.mark.parametrize("error", [StoreNotReady("not connected"), ClickHouseError("Code: 210. refused")])
-def test_data_endpoint_503_while_the_store_cannot_be_read(error: Exception) -> None:
+@pytest.mark.parametrize(("error", "said"), [
+    (StoreNotReady("not connected"), "not connected"),
+    (ClickHouseError("Code: 60.\nDB::Exception: Table t.window_cells doesn't exist.. Stack trace:\n\n0. /lib/x.so"),
+     "Code: 60. DB::Exception: Table t.window_cells doesn't exist.."),
+])
+def test_data_endpoint_503_while_the_store_cannot_be_read(error: Exception, said: str) -> None:
     async def failing(fn: Callable[[ClickHouse], Snapshot]) -> Snapshot:
         raise error
 
     async def scenario(client: TestClient[web.Request, web.Application]) -> None:
         response = await client.get("/dashboard/data")
-        assert response.status == 503 and str(error) in (await response.json())["error"]
+        assert response.status == 503
+        assert (await response.json())["error"] == f"ClickHouse cannot be read yet: {said}"
 
     run(scenario, dashboard_app(failing))
 
