@@ -1,6 +1,7 @@
-"""The Grafana dashboards in config/grafana/dashboards/: every PromQL expression runs on the real Prometheus,
-every ClickHouse panel query (Grafana macros replaced by literals) runs on chDB and on the ClickHouse server over
-known window cells and gives the numbers an independent computation expects.
+"""The Grafana dashboards in config/grafana/dashboards/: they have panels for every figure of satpulse's own page
+(dashboard/), every PromQL expression runs on the real Prometheus, every ClickHouse panel query (Grafana macros
+replaced by literals) runs on chDB and on the ClickHouse server over known window cells and dead letters and
+gives the numbers an independent computation expects.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,35 @@ def test_promql_names_only_known_series() -> None:
             assert name in known, f"{expr!r}: unknown series {name}"
 
 
+def _quantile(expr: str, quantile: str, histogram: str) -> bool:
+    return re.search(rf"histogram_quantile\({re.escape(quantile)},.*\b{histogram}_bucket\b", expr) is not None
+
+
+# every figure of satpulse's own page (dashboard/) -> what a panel query showing it contains
+PAGE_FIGURES: dict[str, Callable[[str], bool]] = {
+    "CSAT now and over 15 min / 1 h / 24 h": lambda q: "satpulse_rolling_csat_percent" in q,
+    "CSAT against the same time last week": lambda q: "offset 1w" in q or "- 604800" in q,
+    "CSAT by the chosen dimension": lambda q: "dimension = '$dimension'" in q and "sum(satisfied)" in q,
+    "first response p50": lambda q: _quantile(q, "0.5", "satpulse_first_response_seconds"),
+    "first response p90": lambda q: _quantile(q, "0.9", "satpulse_first_response_seconds"),
+    "resolution p50": lambda q: _quantile(q, "0.5", "satpulse_resolution_seconds"),
+    "resolution p90": lambda q: _quantile(q, "0.9", "satpulse_resolution_seconds"),
+    "SLA breaches": lambda q: "sum(first_response_breaches)" in q and "sum(resolution_breaches)" in q,
+    "ratings, tickets created and resolved": lambda q: all(f"sum({c})" in q for c in ("rated", "created", "resolved")),
+    "dead letters by reason": lambda q: "satpulse.dead_letters FINAL" in q and "GROUP BY reason" in q,
+    "alerts firing": lambda q: 'alertstate="firing"' in q,
+}
+
+
+def test_dashboards_show_every_figure_of_the_builtin_page() -> None:
+    queries = [e for _, e in PROMQL] + [sql for _, _, sql in SQL]
+    assert [f for f, shows in PAGE_FIGURES.items() if not any(shows(q) for q in queries)] == []
+    # the page's dimension control offers the dimensions the workers keep; so does the $dimension variable
+    variables = [v for p in DASHBOARDS for v in json.loads(p.read_text())["templating"]["list"]]
+    assert [[o["value"] for o in v["options"]] for v in variables if v["name"] == "dimension"] == [
+        [d for d in get_settings().dimensions if d != "all"]]
+
+
 # ------------------------------------------------------------------------------------------------ Prometheus
 
 
@@ -143,6 +173,11 @@ TO_S = FROM_S + HOUR
 CELL = 60
 CELL_COLUMNS = ("dimension", "dimension_value", "window_seconds", "window_start", "source_topic", "source_partition",
                 "rated", "satisfied", "resolved", "resolution_ms", "resolution_breaches", "version", "written_at")
+CASE_COLUMNS = ("dimension", "dimension_value", "window_seconds", "window_start", "source_topic", "source_partition",
+                "created", "first_response_breaches", "version", "written_at")
+DEAD_LETTER_COLUMNS = ("origin_topic", "origin_partition", "origin_offset", "origin_ref", "stage", "reason", "detail",
+                       "payload", "failed_at", "failed_at_ms", "dead_letter_partition", "dead_letter_offset",
+                       "received_at")
 EVENT_COLUMNS = ("rating_id", "rating_version", "event_id", "source", "channel", "event_time", "event_time_ms",
                  "ingest_time_ms", "score", "satisfied", "comment", "source_partition", "source_offset")
 
@@ -151,16 +186,19 @@ def _sql(sql: str, database: str) -> str:
     """Grafana's ClickHouse macros and this dashboard's variables, replaced by literals."""
     sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 >= toDateTime({FROM_S}) AND \1 <= toDateTime({TO_S})", sql)
     for macro, value in (("$__fromTime", f"toDateTime({FROM_S})"), ("$__toTime", f"toDateTime({TO_S})"),
-                         ("$__interval_s", str(CELL)), ("$window_seconds", str(CELL)), ("${channel:regex}", ".*")):
+                         ("$__interval_s", str(CELL)), ("$window_seconds", str(CELL)), ("${channel:regex}", ".*"),
+                         ("$dimension", "channel")):
         sql = sql.replace(macro, value)
     assert not re.search(r"\$(\w|\{)", sql), f"unsubstituted Grafana macro in {sql!r}"
     return re.sub(r"\bsatpulse\.(\w+)", rf"{database}.\1", sql)
 
 
 def _load_cells(ch: ClickHouse) -> None:
-    """Window cells as the worker writes them, one insert per version. Expected (independent of the SQL):
-    chat in the first minute: partition 0's latest version (20 rated, 10 satisfied) + partition 1 (10, 10)
-    = 30 rated, 20 satisfied, 66.67 %; partition 0's older version (10, 2) must not count."""
+    """Window cells as the worker writes them, one insert per version, and dead letters. Expected (independent
+    of the SQL): chat in the first minute: partition 0's latest version (20 rated, 10 satisfied) + partition 1
+    (10, 10) = 30 rated, 20 satisfied, 66.67 %; partition 0's older version (10, 2) must not count. The next
+    minute ('all' only) holds 6 cases created, 2 first responses late. Dead letters: one origin stored twice
+    (once under FINAL), one failed before the range."""
     t, w = FROM_S + 60, FROM_S + 600
     topic = "satpulse.feedback.v1"
     batches = [
@@ -179,6 +217,16 @@ def _load_cells(ch: ClickHouse) -> None:
               ("r1", 2, "e2", "zendesk", "chat", t + 5, (t + 5) * 1000, (t + 5) * 1000, 1.0, 0, "too slow", 0, 2),
               ("r2", 1, "e3", "ivr", "phone", t, t * 1000, t * 1000, 5.0, 1, None, 1, 1)]
     ch.insert(f"{ch.database}.feedback_events", EVENT_COLUMNS, events)
+    ch.insert(f"{ch.database}.window_cells", CASE_COLUMNS, [("all", "all", CELL, t + 60, topic, 0, 6, 2, 1, w)])
+    ingest = "satpulse.ingest.v1"
+    letters = [(ingest, 0, 5, "", "cleaner", "invalid_rating", "7 on 1-5", "{}", t, t * 1000, 0, 1, t),
+               (ingest, 0, 5, "", "cleaner", "invalid_rating", "7 on 1-5", "{}", t, t * 1000, 0, 9, t + 1),
+               (ingest, 1, 8, "", "cleaner", "invalid_rating", "0 on 1-5", "{}", t + 9, t * 1000 + 9000, 1, 2, t),
+               ("", -1, -1, "in.jsonl:3", "jsonl", "unparseable_payload", "not JSON", "x", t, t * 1000, 2, 3, t),
+               ("", -1, -1, "in.jsonl:1", "jsonl", "unparseable_payload", "not JSON", "x", FROM_S - HOUR,
+                (FROM_S - HOUR) * 1000, 2, 1, FROM_S - HOUR)]
+    for row in letters:  # one insert each: the repeated origin is a second part, merged by FINAL
+        ch.insert(f"{ch.database}.dead_letters", DEAD_LETTER_COLUMNS, [row])
 
 
 def _col(rows: list[tuple[Any, ...]], key: int, value: int, *match: Any) -> list[Any]:
@@ -204,6 +252,15 @@ def _check(title: str, rows: list[tuple[Any, ...]]) -> bool:
         assert {r[0] for r in rows} == {"chat", "email"}, rows
     elif title == "Latest unsatisfied ratings":
         assert [(r[1], r[5]) for r in rows] == [("chat", "too slow")], rows
+    elif title == "CSAT by $dimension over the selected range":  # $dimension = channel
+        assert [(r[0], int(r[1]), int(r[2]), int(r[5]), int(r[6])) for r in rows] == [
+            ("chat", 30, 20, 4, 1), ("email", 8, 8, 0, 0), ("web", 0, 0, 0, 0)], rows
+        assert [r[3] for r in rows] == [pytest.approx(200 / 3), pytest.approx(100), None], rows  # no ratings: None
+    elif title == "Volume and SLA breaches over the selected range":
+        assert [tuple(int(x) for x in r) for r in rows] == [(48, 6, 4, 2, 1)], rows
+    elif title == "Dead letters by reason over the selected range":
+        assert [(r[0], r[1], int(r[2])) for r in rows] == [("invalid_rating", "cleaner", 2),
+                                                            ("unparseable_payload", "jsonl", 1)], rows
     else:
         return False
     return True
@@ -211,7 +268,9 @@ def _check(title: str, rows: list[tuple[Any, ...]]) -> bool:
 
 CHECKED = {"CSAT per window by channel", "Rated feedback per window by channel",
            "CSAT vs same time last week (all channels)", "Resolution time by channel (mean) and SLA breaches",
-           "CSAT by channel over the selected range", "Latest unsatisfied ratings"}
+           "CSAT by channel over the selected range", "Latest unsatisfied ratings",
+           "CSAT by $dimension over the selected range", "Volume and SLA breaches over the selected range",
+           "Dead letters by reason over the selected range"}
 
 
 @pytest.fixture(params=["chdb", "server"])
