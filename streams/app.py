@@ -194,6 +194,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
 def run_worker(loglevel: str = "WARNING") -> None:
     """Run the worker app (settings from the environment, read at import) until SIGTERM/SIGINT (returns) or
     until a stage fails (raises its exception; the batches in flight are replayed by the next start). Blocks."""
+    app.finalize()  # what `faust -A streams.app worker` does before it starts the worker (faust.cli.base)
+    app.worker_init()
+    app.worker_init_post_autodiscover()  # sends on_worker_init (tune_gc)
     worker = Worker(app, loglevel=loglevel, loop=uvloop.new_event_loop(), quiet=True)
     worker.spinner = None  # no terminal spinner: the output is logs (and a backfill's summary)
     worker.execute_from_commandline()
