@@ -2,11 +2,13 @@
 by a worker on the real broker with chDB, or by ``satpulse dashboard`` next to a worker on the ClickHouse server:
 the figures the page shows equal an offline computation of the input, new events reach the page within seconds,
 and the browser logs no error. Saves a screenshot (tmp_path; from chDB also docs/img/dashboard.png, the README's
-picture)."""
+picture). The alerts come from the real Alertmanager's API."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +29,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from dashboard.model import alerts_view
+from dashboard.web import fetch_alerts
 from satpulse.sample import sample_submissions, sample_ticket_events, write_jsonl
+from satpulse.settings import get_settings
 from satpulse.worker_process import WorkerProcess
 from sinks.clickhouse import connect
 from tests.integration.offline import CHANNEL, SATISFIED, clickhouse_url, free_port
@@ -241,3 +247,25 @@ def screenshot(driver: webdriver.Chrome, path: Path) -> None:
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
         "captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": SHOT_WIDTH, "height": height, "scale": 1}})
     path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_firing_alerts_from_the_real_alertmanager(monitoring: object) -> None:
+    """fetch_alerts and alerts_view against Alertmanager's real API (v2): an alert posted to it is listed as
+    firing with its summary and labels (an unprocessed alert is not firing yet: bounded wait)."""
+    url = f"http://127.0.0.1:{get_settings().alertmanager_port}"
+    name = f"SatpulseDashboardTest{uuid.uuid4().hex[:8]}"
+    ends = datetime.now(UTC) + timedelta(minutes=2)  # expires by itself
+    alert = {"labels": {"alertname": name, "severity": "warning", "channel": "chat"},
+             "annotations": {"summary": "posted by the dashboard test"}, "endsAt": ends.isoformat()}
+    post = urllib.request.Request(f"{url}/api/v2/alerts", json.dumps([alert]).encode(), method="POST",
+                                  headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(post, timeout=10).close()
+    deadline = time.monotonic() + 10
+    while True:
+        view = alerts_view(asyncio.run(fetch_alerts(url)))
+        mine = [(a["name"], a["severity"], a["summary"], a["where"]) for a in view["firing"] if a["name"] == name]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert view["error"] is None
+    assert mine == [(name, "warning", "posted by the dashboard test", "channel=chat")]
