@@ -5,10 +5,18 @@
 # Configuration is environment only (SATPULSE_*, see satpulse/settings.py); docker-compose.yml wires the stack.
 
 ARG PYTHON_IMAGE=python:3.11-slim
+ARG NODE_IMAGE=node:22-slim
 
 # ---------------------------------------------------------------------------------------------------------
 # build: resolve everything into a self-contained virtualenv (all dependencies ship manylinux wheels, so no
 # compiler is needed); the runtime stage copies only /opt/venv.
+# assets: the dashboard page's browser library (uPlot) from npm, pinned by the lockfile
+FROM ${NODE_IMAGE} AS assets
+WORKDIR /dashboard
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
+# ---------------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -29,6 +37,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # Then the project itself (.dockerignore lets through only what the package needs); the Avro schemas are
 # package data of the `schemas` package; fail the build if the installed package cannot see them.
 COPY . .
+COPY --from=assets /dashboard/node_modules/uplot/dist dashboard/node_modules/uplot/dist
 RUN pip install --no-deps . \
  && cd / \
  && python -c "import satpulse.codec as c; assert (c.SCHEMA_DIR / 'feedback_event.avsc').is_file(), c.SCHEMA_DIR"
