@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ from satpulse.record_batches import send_in_batches  # noqa: E402
 from satpulse.sample import sample_submissions, sample_ticket_events  # noqa: E402
 from satpulse.settings import get_settings  # noqa: E402
 from satpulse.worker_process import WorkerProcess, committed_lag  # noqa: E402
+from streams.aggregates import WindowAgg  # noqa: E402
+from streams.clean import Cleaned, Rejected, clean, parse_json_object  # noqa: E402
+from streams.entities import CaseRules, WindowKey, batch_cells, cell_keys  # noqa: E402
 
 POLL_SECONDS = 0.2
 # window grace period of every windowing contender: the input is shuffled over hours of event time, so every
@@ -399,44 +403,225 @@ def run_subprocess_app(args: argparse.Namespace, name: str, argv: list[str], ns:
 
         result = follow(name, bootstrap, group, lambda: [ingest], n, proc.pid, launched, args.timeout,
                         lambda: proc.poll() is None)
-        if result.rate is not None and result.extra.get("steady_events"):
-            # wait for intermediate topics (Quix repartition) too; the rate counts ingest events only
-            more = [x for x in names() if x != ingest]
-            if more:
-                deadline = time.monotonic() + args.timeout
-                while committed_lag(bootstrap, group, more) and time.monotonic() < deadline:
-                    time.sleep(POLL_SECONDS)
-                now = time.monotonic()
-                first = launched + result.extra["first_commit_after_s"]
-                steady = result.extra["steady_events"]
-                cpu = proc_cpu(proc.pid)
-                result.wall_s, result.rss_mb = now - launched, proc_hwm_mb(proc.pid)
-                result.rate = steady / (now - first)
+        # once ingest is all committed, wait for intermediate topics (Quix repartition) too; the rate counts
+        # ingest events only
+        more = [x for x in names() if x != ingest] if result.events else []
+        if more:
+            deadline = time.monotonic() + args.timeout
+            while committed_lag(bootstrap, group, more) and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+            now = time.monotonic()
+            cpu = proc_cpu(proc.pid)
+            result.wall_s, result.rss_mb = now - launched, proc_hwm_mb(proc.pid)
+            result.cpu_total_per_m = cpu / n * 1e6
+            steady = result.extra.get("steady_events")
+            if result.rate is not None and steady:
+                result.rate = steady / (now - launched - result.extra["first_commit_after_s"])
                 result.cpu_per_m = (cpu - (result.extra.get("first_cpu_s") or 0.0)) / steady * 1e6
-                result.cpu_total_per_m = cpu / n * 1e6
-                result.note = f"incl. repartition topic(s) {', '.join(more)}"
+            result.note = f"incl. repartition topic(s) {', '.join(more)}"
         return result
     finally:
         stop(proc)
         log.close()
 
 
-# the Quix Streams peers of bench/quix_app.py: (--only name, job argument, label); a label's first word is the
-# contender's key in table()
+@dataclass(frozen=True)
+class QuixPeer:
+    """A Quix Streams peer of bench/quix_app.py: ``--only`` name, job argument, label (its first word is the
+    contender's key in table()), and whether it does our job (then its cell totals are checked)."""
+
+    contender: str
+    job: str
+    label: str
+    same_job: bool
+
+
 QUIX_PEERS = (
-    ("quix", "job", "quix (same job: our clean(), dead letters, per-entity state, cell deltas, group_by cell, "
-                    "1-min tumbling reduce)"),
-    ("quix-light", "light", "quix-light (decode, validate, group_by channel, 1-min tumbling reduce)"),
+    QuixPeer("quix", "partition", "quix (same job, no repartition: our clean(), dead letters, per-entity state and "
+                                  "per-partition 1-min cells in one stateful apply, closed minutes per partition)",
+             True),
+    QuixPeer("quix-groupby", "groupby", "quix-groupby (same job: our clean(), dead letters, per-entity state, cell "
+                                        "deltas, group_by cell, 1-min tumbling reduce)", True),
+    QuixPeer("quix-light", "light", "quix-light (decode, validate, group_by channel, 1-min tumbling reduce)", False),
 )
 
 
-def run_quix(args: argparse.Namespace, python: str, contender: str, job: str, label: str, ns: str, bootstrap: str,
-             n: int, tmp: Path) -> Result:
-    """One Quix peer; done once its group committed everything on ingest and on its repartition topic(s)."""
-    group = f"bench-{contender}-{uuid.uuid4().hex[:8]}"
+def run_quix(args: argparse.Namespace, python: str, peer: QuixPeer, ns: str, bootstrap: str, n: int, tmp: Path,
+             group: str | None = None) -> Result:
+    """One Quix peer; done once its group committed everything on ingest and on its repartition topic(s). A
+    ``group`` given again resumes where it stopped, with its state (the state directory is named after it)."""
+    group = group or f"bench-{peer.contender}-{uuid.uuid4().hex[:8]}"
     return run_subprocess_app(
-        args, label, [python, "-W", "ignore", str(BENCH_DIR / "quix_app.py"), job], ns, bootstrap, n, tmp, group,
-        lambda all_topics: [x for x in all_topics if x.startswith("repartition") and f"__{group}--" in x])
+        args, peer.label, [python, "-W", "ignore", str(BENCH_DIR / "quix_app.py"), peer.job], ns, bootstrap, n, tmp,
+        group, lambda all_topics: [x for x in all_topics if x.startswith("repartition") and f"__{group}--" in x])
+
+
+# ------------------------------------------------------------------------ cell totals of the same-job Quix peers
+# the scalar fields of WindowAgg that the same-job peers emit per cell (quix_app.FIELDS, derived the same way)
+CELL_FIELDS = tuple(f.name for f in fields(WindowAgg) if f.type == "int")
+# the check input lies this much in the past: more than the longest grace + window, so that events at the
+# current time close all of its windows
+CHECK_SHIFT_MS = 6 * 3_600_000
+Cells = dict[WindowKey, tuple[int, ...]]  # CELL_FIELDS per (dimension, value, window start), no all-zero cell
+
+
+@dataclass
+class QuixCheck:
+    """The check input: on ``ns``'s ingest topic, ``inputs`` events of the bench input shifted CHECK_SHIFT_MS into
+    the past; ``closers``, the closing events to produce once the peers processed those; ``cells`` the reference
+    totals of the inputs, ``rejected`` how many of them clean() rejects."""
+
+    ns: str
+    inputs: int
+    closers: list[tuple[bytes, bytes]]
+    cells: Cells
+    rejected: int
+
+
+def shifted(value: bytes, shift_ms: int) -> bytes:
+    """A raw submission (as generate() writes them: integer event time) with its event time moved by shift_ms."""
+    raw = json.loads(value)
+    return json.dumps({**raw, "event_time": raw["event_time"] + shift_ms}).encode()
+
+
+def clean_all(messages: Sequence[tuple[bytes, bytes]], now_ms: int) -> tuple[list[tuple[dict[str, Any], Cleaned]], int]:
+    """(raw submission, clean event) of every message clean() accepts at ``now_ms``, and how many it rejects."""
+    accepted, rejected = [], 0
+    tolerance_ms = get_settings().future_tolerance_seconds * 1000
+    for _, value in messages:
+        try:
+            raw = parse_json_object(value)
+            accepted.append((raw, clean(raw, now_ms, tolerance_ms)))
+        except (Rejected, ValueError, TypeError):
+            rejected += 1
+    return accepted, rejected
+
+
+def reference_cells(accepted: Sequence[tuple[dict[str, Any], Cleaned]]) -> Cells:
+    """The cell totals of the clean events: :func:`streams.entities.batch_cells` with the worker's settings (the
+    plain recomputation our worker's window state is tested against)."""
+    s = get_settings()
+    rules = CaseRules(s.sla_first_response_seconds, s.sla_resolution_seconds, s.max_duration_seconds * 1000)
+    records = [(c.schema, c.record) for _, c in accepted]
+    cells = batch_cells([r for schema, r in records if schema == "feedback_event"],
+                        [r for schema, r in records if schema == "ticket_event"],
+                        s.dimensions, s.window_seconds * 1000, rules)
+    return {key: tuple(getattr(agg, f) for f in CELL_FIELDS) for key, agg in cells.items()}
+
+
+def id_in_partition(prefix: str, partition: int, partitions: int) -> str:
+    """The first ``<prefix>-<i>`` that produce() (murmur2, as Kafka's Java clients) puts in ``partition``."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    every, partitioner = list(range(partitions)), DefaultPartitioner()
+    return next(name for i in itertools.count()
+                if partitioner((name := f"{prefix}-{i}").encode(), every, every) == partition)
+
+
+def closing_events(accepted: Sequence[tuple[dict[str, Any], Cleaned]], partitions: int,
+                   now_ms: int) -> list[tuple[bytes, bytes]]:
+    """Events at ``now_ms`` that close every window of ``accepted`` in both same-job peers: in every partition
+    (the partition peer closes by its partition's newest event time), copies of accepted inputs whose cells
+    name every (dimension, value) that any accepted input names (the groupby peer closes by cell key).
+    Ratings are copied as new ratings, ticket events as new cases (``created``); every copy has a new id."""
+    dimensions = get_settings().dimensions
+    named: set[tuple[str, str]] = set()
+    cover = []
+    for raw, cleaned in accepted:
+        if cleaned.schema == "feedback_event" and cleaned.record["satisfied"] is None:
+            continue  # no cells
+        pairs = {(d, v) for d, v, _ in cell_keys(cleaned.record, dimensions, 0)}
+        if not pairs <= named:
+            named |= pairs
+            cover.append((raw, "rating_id" if cleaned.schema == "feedback_event" else "ticket_id"))
+    out = []
+    for partition in range(partitions):
+        for i, (raw, id_field) in enumerate(cover):
+            new_id = id_in_partition(f"close-{i}", partition, partitions)
+            copy = {**raw, "event_id": new_id, id_field: new_id, "event_time": now_ms}
+            if id_field == "ticket_id":
+                copy["status"] = "created"
+            out.append((new_id.encode(), json.dumps(copy).encode()))
+    return out
+
+
+def prepare_quix_check(args: argparse.Namespace, bootstrap: str, messages: Sequence[tuple[bytes, bytes]]
+                       ) -> QuixCheck:
+    """Produce the check input to a fresh namespace: ``messages`` with their event times CHECK_SHIFT_MS earlier;
+    compute their reference cells and :func:`closing_events` (whose own windows stay open: not in the
+    reference)."""
+    now_ms = int(time.time() * 1000)
+    inputs = [(key, shifted(value, -CHECK_SHIFT_MS)) for key, value in messages]
+    accepted, rejected = clean_all(inputs, now_ms)
+    ns = fresh_namespace(args.partitions, "benchcheck")
+    produce(bootstrap, topics.for_namespace(ns).ingest, inputs)
+    return QuixCheck(ns, len(inputs), closing_events(accepted, args.partitions, now_ms), reference_cells(accepted),
+                     rejected)
+
+
+def read_topic(bootstrap: str, name: str) -> list[Any]:
+    """Every message value of topic ``name`` as JSON, from the beginning to the end offsets at the call."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        values: list[Any] = []
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                values += [json.loads(record.value) for record in records]
+        return values
+    finally:
+        consumer.close()
+
+
+def summed_cells(rows: Sequence[dict[str, Any]]) -> Cells:
+    """What cell records add up to per (dimension, value, window start); all-zero sums left out."""
+    sums: dict[WindowKey, list[int]] = {}
+    for row in rows:
+        cell = sums.setdefault((row["dimension"], row["dimension_value"], row["window_start"]), [0] * len(CELL_FIELDS))
+        for i, f in enumerate(CELL_FIELDS):
+            cell[i] += row[f]
+    return {key: tuple(cell) for key, cell in sums.items() if any(cell)}
+
+
+def check_quix(args: argparse.Namespace, python: str, peers: Sequence[QuixPeer], check: QuixCheck, bootstrap: str,
+               tmp: Path) -> dict[QuixPeer, tuple[bool, str]]:
+    """Run each peer on the check input in two steps with one consumer group (so one state directory): until the
+    inputs are all committed, then, once every peer got there and the closing events were produced (behind the
+    inputs in every partition), until those are committed too. Closing events processed earlier would close
+    windows that other partitions still add to (the groupby peer closes windows per cell key, over deltas from
+    every partition, and drops later ones as late). Returns per peer (its cells equal the reference, a note)."""
+    groups = {peer: f"bench-check-{peer.contender}-{uuid.uuid4().hex[:8]}" for peer in peers}
+    outcome: dict[QuixPeer, tuple[bool, str]] = {}
+    for peer, group in groups.items():
+        run = run_quix(args, python, peer, check.ns, bootstrap, check.inputs, tmp, group)
+        if not run.events:
+            outcome[peer] = (False, f"cell check: the run on its input failed ({run.note})")
+    produce(bootstrap, topics.for_namespace(check.ns).ingest, check.closers)
+    for peer, group in groups.items():
+        if peer not in outcome:
+            run = run_quix(args, python, peer, check.ns, bootstrap, len(check.closers), tmp, group)
+            outcome[peer] = (compare_cells(bootstrap, peer, check) if run.events else
+                             (False, f"cell check: the run on the closing events failed ({run.note})"))
+    return outcome
+
+
+def compare_cells(bootstrap: str, peer: QuixPeer, check: QuixCheck) -> tuple[bool, str]:
+    """(the cell records ``peer`` emitted on the check namespace, summed, equal the reference; a note)."""
+    rows = read_topic(bootstrap, f"{check.ns}.quix.{peer.job}.windows.v1")
+    dead = len(read_topic(bootstrap, f"{check.ns}.quix.{peer.job}.deadletter.v1"))
+    got = summed_cells(rows)
+    differ = sorted(k for k in got.keys() | check.cells.keys() if got.get(k) != check.cells.get(k))
+    letters = f"{dead:,} dead letters ({check.rejected:,} inputs rejected by clean())"
+    if not differ:
+        return True, f"cell check: = reference in all {len(got):,} cells ({len(rows):,} records summed), {letters}"
+    first = differ[0]
+    return False, (f"cell check: CELL TOTALS DIFFER in {len(differ):,} of {len(check.cells):,} reference cells, "
+                   f"e.g. {first}: {got.get(first)} vs reference {check.cells.get(first)}; {letters}")
 
 
 # ----------------------------------------------------------------------------------------------- output
@@ -465,8 +650,9 @@ def table(results: list[Result], skipped: list[str]) -> str:
                      f"{fmt(r.rss_mb, '.0f')} | {fmt(r.cpu_per_m, '.1f')} | {fmt(r.cpu_total_per_m, '.1f')} "
                      f"| {r.note} |")
     lines += ["", "| ratio | value |", "|---|---:|", f"| ours / bare | {ratio('bare')} |",
-              f"| ours / quix (same job) | {ratio('quix')} |", f"| ours / quix-light | {ratio('quix-light')} |",
-              f"| ours / naive-faust | {ratio('naive')} |"]
+              f"| ours / quix (same job, no repartition) | {ratio('quix')} |",
+              f"| ours / quix-groupby (same job, repartition) | {ratio('quix-groupby')} |",
+              f"| ours / quix-light | {ratio('quix-light')} |", f"| ours / naive-faust | {ratio('naive')} |"]
     if skipped:
         lines += ["", "Skipped: " + "; ".join(skipped)]
     return "\n".join(lines)
@@ -528,6 +714,19 @@ def update_results(path: Path, title: str | None, body: str) -> None:
     path.write_text("\n\n".join(x.rstrip("\n") for x in [head, *sections] if x) + "\n")
 
 
+def quix_check_details(check: QuixCheck | None) -> list[str]:
+    """The results' line on the cell check of the same-job Quix peers (none without a check)."""
+    if check is None:
+        return []
+    return [f"- cell check of the same-job Quix peers (in the note of their rows): after the timed runs, each ran "
+            f"again on a copy of the first {check.inputs:,} input events shifted {CHECK_SHIFT_MS // 3_600_000} h into "
+            f"the past, then (same consumer group and state, restarted) on {len(check.closers)} events at the current "
+            f"time produced behind them in every partition, which close all their windows; the cell records each "
+            f"emitted, summed per (dimension, value, minute) over records and partitions, were compared with "
+            f"`streams.entities.batch_cells` over `clean()` of that input (the plain recomputation our worker's "
+            f"window state is tested against)"]
+
+
 def run_throughput(args: argparse.Namespace, command: str) -> int:
     """The throughput table: N events produced once, each contender one after the other on that topic."""
     only = set(args.only.split(","))
@@ -539,9 +738,15 @@ def run_throughput(args: argparse.Namespace, command: str) -> int:
     messages = generate(n, hours=args.input_hours)
     gen_s = time.monotonic() - started
     prod_s = produce(bootstrap, t.ingest, messages)
-    del messages
     print(f"namespace {ns}: generated {n:,} events in {gen_s:.1f}s, produced to {t.ingest} "
           f"({args.partitions} partitions) in {prod_s:.1f}s", flush=True)
+    quix = [peer for peer in QUIX_PEERS if peer.contender in only]
+    python = quix_python(args.quix_python) if quix else None
+    check = None
+    if python is not None and args.quix_check_events != 0 and any(peer.same_job for peer in quix):
+        check = prepare_quix_check(args, bootstrap, messages[:args.quix_check_events])
+        print(f"Quix cell check input: {check.inputs:,} events on {topics.for_namespace(check.ns).ingest}", flush=True)
+    del messages
 
     results: list[Result] = []
     skipped: list[str] = []
@@ -559,14 +764,20 @@ def run_throughput(args: argparse.Namespace, command: str) -> int:
                 args, "naive Faust (per-event async for + tumbling table)",
                 [sys.executable, str(BENCH_DIR / "naive_faust.py"), "worker", "-l", "warn"],
                 ns, bootstrap, n, tmp, group, lambda _: []))
-        quix = [peer for peer in QUIX_PEERS if peer[0] in only]
-        python = quix_python(args.quix_python) if quix else None
         if quix and python is None:
             skipped.append("Quix Streams: quixstreams not importable (pip install quixstreams, see README)")
         elif python is not None:
-            for contender, job, label in quix:
-                print(f"running Quix Streams, {contender} ({python}) ...", flush=True)
-                results.append(run_quix(args, python, contender, job, label, ns, bootstrap, n, tmp))
+            timed = {}
+            for peer in quix:
+                print(f"running Quix Streams, {peer.contender} ({python}) ...", flush=True)
+                timed[peer] = run_quix(args, python, peer, ns, bootstrap, n, tmp)
+            if check is not None:
+                print("checking the cell totals of the same-job Quix peers ...", flush=True)
+                same_job = [peer for peer in quix if peer.same_job]
+                for peer, (equal, note) in check_quix(args, python, same_job, check, bootstrap, tmp).items():
+                    timed[peer].note = f"{timed[peer].note}; {note}" if timed[peer].note else note
+                    timed[peer].extra["cells_equal"] = float(equal)
+            results += timed.values()
 
     when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     details = [
@@ -577,8 +788,8 @@ def run_throughput(args: argparse.Namespace, command: str) -> int:
            if args.input_hours is None else
            f"in event-time order over {args.input_hours:g} h, default grace ({grace_seconds(args)} s)"),
         "- contenders run one after the other on the same topic, each with a fresh consumer group; "
-        "Kafka shares the CPUs with them, so expect noise of +/-10-20 % between runs", "",
-        table(results, skipped), ""]
+        "Kafka shares the CPUs with them, so expect noise of +/-10-20 % between runs", *quix_check_details(check),
+        "", table(results, skipped), ""]
     if args.input_hours is None:  # the head of the results file
         report = "\n".join([f"# Benchmark results ({when})", "", f"- command: `{command}`", *details])
         update_results(args.output, None, report)
@@ -587,7 +798,7 @@ def run_throughput(args: argparse.Namespace, command: str) -> int:
         update_results(args.output, "Throughput, input in event-time order", report)
     print(report)
     print(f"written to {args.output}")
-    return 0 if all(r.rate is not None for r in results) else 1
+    return 0 if all(r.rate is not None and r.extra.get("cells_equal", 1.0) for r in results) else 1
 
 
 def int_list(text: str) -> list[int]:
@@ -608,9 +819,13 @@ def parse_args() -> argparse.Namespace:
                              "(default: shuffled, 5 h grace)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=900.0, help="per contender / run, seconds")
-    parser.add_argument("--only", default="ours,bare,naive,quix,quix-light",
-                        help="comma-separated contenders: ours, bare, naive, quix (same job), quix-light")
+    parser.add_argument("--only", default="ours,bare,naive,quix,quix-groupby,quix-light",
+                        help="comma-separated contenders: ours, bare, naive, quix (same job, no repartition), "
+                             "quix-groupby (same job, repartition), quix-light")
     parser.add_argument("--quix-python", default=None, help="interpreter with quixstreams installed")
+    parser.add_argument("--quix-check-events", type=int, default=None,
+                        help="check the cell totals of the same-job Quix peers on this many events of the input "
+                             "(default: all; 0: no check)")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "latest.md")
     lat = parser.add_argument_group("latency mode")
     lat.add_argument("--latency-rate", type=int_list, default=[10_000], help="offered events/s, comma-separated")
