@@ -37,7 +37,7 @@ from satpulse import services, topics  # noqa: E402
 from satpulse.record_batches import send_in_batches  # noqa: E402
 from satpulse.sample import sample_submissions, sample_ticket_events  # noqa: E402
 from satpulse.settings import get_settings  # noqa: E402
-from satpulse.worker_process import WorkerProcess, committed_lag  # noqa: E402
+from satpulse.worker_process import WorkerProcess, committed_lag, read_records  # noqa: E402
 from streams.aggregates import WindowAgg  # noqa: E402
 from streams.clean import Cleaned, Rejected, clean, parse_json_object  # noqa: E402
 from streams.entities import CaseRules, WindowKey, batch_cells, cell_keys  # noqa: E402
@@ -561,21 +561,7 @@ def prepare_quix_check(args: argparse.Namespace, bootstrap: str, messages: Seque
 
 def read_topic(bootstrap: str, name: str) -> list[Any]:
     """Every message value of topic ``name`` as JSON, from the beginning to the end offsets at the call."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        values: list[Any] = []
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            for records in consumer.poll(timeout_ms=1000).values():
-                values += [json.loads(record.value) for record in records]
-        return values
-    finally:
-        consumer.close()
+    return [json.loads(record.value) for record in read_records(bootstrap, name)]
 
 
 def summed_cells(rows: Sequence[dict[str, Any]]) -> Cells:

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -97,3 +98,23 @@ def wait_consumed(bootstrap: str, group: str, topic_names: list[str], timeout: f
             return
         time.sleep(1)
     raise TimeoutError(f"group {group} still lags {committed_lag(bootstrap, group, topic_names)} messages")
+
+
+def read_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record (kafka-python ConsumerRecord) on ``topic`` from the beginning to its end offsets at the call,
+    no waiting: call it after the producers flushed (acks=all)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        records: list[Any] = []
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=1_000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-
+from satpulse import worker_process
 from satpulse.settings import get_settings
 
 SATISFIED: dict[str, Callable[[object], bool]] = {
@@ -49,19 +48,7 @@ def read_topic(topic: str) -> list[tuple[bytes | None, bytes]]:
 def read_records(topic: str) -> list[Any]:
     """Every record (kafka-python ConsumerRecord) on ``topic`` up to its end offsets now, no waiting: call it
     after the producers flushed (acks=all)."""
-    consumer = KafkaConsumer(bootstrap_servers=get_settings().kafka_bootstrap, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        messages: list[Any] = []
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for records in consumer.poll(timeout_ms=1_000).values():
-                messages.extend(records)
-        return messages
-    finally:
-        consumer.close()
+    return worker_process.read_records(get_settings().kafka_bootstrap, topic)
 
 
 def topic_values(topic: str) -> list[bytes]:
