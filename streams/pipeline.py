@@ -120,7 +120,7 @@ class Pipeline:
     """Consumer, producer and window state of one worker process: :meth:`start`, then :meth:`fetch` batches and
     pass each through :meth:`clean_stage`, :meth:`window_stage` and :meth:`dead_letter_stage` in fetch order,
     :meth:`commit` it once they are done, :meth:`tick` every ``publish_interval_seconds``; :meth:`stop` after.
-    streams/app.py runs these as Faust agents, a task and a timer."""
+    streams/app.py runs these as Faust agents and tasks."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -137,12 +137,11 @@ class Pipeline:
         self._lock = asyncio.Lock()
         self._window_worker: WindowWorker | None = None
         self._dead_letters: DeadLetterStore | None = None
-        self._stopping = False
         self.started = False  # set by start() once subscribed
         self._in_flight: set[asyncio.Future[None]] = set()  # fetched batches not yet committed (or failed)
         self._targets: dict[TopicPartition, int] | None = None  # until_caught_up: end offsets to reach
         self._rekeyed = 0  # ingest records re-published under their clean key (beyond the targets)
-        self._stop_retrying = threading.Event()  # set by request_stop: ClickHouse retries give up (RetryStopped)
+        self._stop_requested = threading.Event()  # set by request_stop: no more batches; ClickHouse retries give up
         self._limits = settings.input_limits()
         self._partitions: dict[str, list[int]] = {}  # partitions of each topic published to
         self._partitioner = DefaultPartitioner()  # murmur2 of the key, as Kafka's Java clients
@@ -201,7 +200,7 @@ class Pipeline:
                 await self._in_executor(worker.store.refresh_rollups, True)
             except ClickHouseError as exc:
                 log.warning("roll-ups not refreshed at stop (recomputed at the next start): %s", exc)
-        self._stop_retrying.set()  # a read still waiting for ClickHouse gives up
+        self._stop_requested.set()  # a read still waiting for ClickHouse gives up
         self._reader.shutdown(wait=True, cancel_futures=True)
         if worker is not None:  # no call is running now: close the session (chDB crashed at exit while open)
             await self._in_executor(worker.store.ch.close)
@@ -210,12 +209,11 @@ class Pipeline:
     def request_stop(self) -> None:
         """Set :attr:`stopping` (fetch no more batches); a call waiting for ClickHouse gives up (RetryStopped:
         its batch is not committed and is replayed at the next start)."""
-        self._stopping = True
-        self._stop_retrying.set()
+        self._stop_requested.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stopping
+        return self._stop_requested.is_set()
 
     async def fetch(self) -> Batch | None:
         """The next batch (:meth:`_take_batch`) split by stage, or None when nothing arrived. Blocks for at most
@@ -413,7 +411,7 @@ class Pipeline:
         store = self._dead_letters
         for rec in records:
             store.add(rec.value or b"", rec.topic, rec.partition, rec.offset)
-        retry_clickhouse("dead-letter write", store.flush, stopping=self._stop_retrying)
+        retry_clickhouse("dead-letter write", store.flush, stopping=self._stop_requested)
         metrics.EVENTS_IN.labels("dead_letter_sink").inc(len(records))
         metrics.EVENTS_OUT.labels("dead_letter_sink", "dead_letter").inc(len(records))
 
@@ -428,7 +426,7 @@ class Pipeline:
                 migrate(ch)
                 return ch
 
-            ch = retry_clickhouse("connect", connect_and_migrate, stopping=self._stop_retrying)
+            ch = retry_clickhouse("connect", connect_and_migrate, stopping=self._stop_requested)
             windower = Windower(s.window_seconds, s.grace_seconds, s.idle_seconds, s.entity_horizon_seconds)
             rules = CaseRules(s.sla_first_response_seconds, s.sla_resolution_seconds, s.max_duration_seconds * 1000)
             store = WindowStore(ch, topics.FEEDBACK, topics.TICKETS, s.window_seconds, s.rollup_window_seconds,
@@ -436,7 +434,7 @@ class Pipeline:
             self._window_worker = WindowWorker(windower, store, s.dimensions, rules,
                                                rolling_interval_seconds=s.rolling_refresh_seconds,
                                                max_entities_per_source=s.entity_cache_per_partition,
-                                               stopping=self._stop_retrying)
+                                               stopping=self._stop_requested)
         return self._window_worker
 
     async def caught_up(self) -> bool:
@@ -489,9 +487,9 @@ class Pipeline:
     async def _stopped_within(self, seconds: float) -> bool:
         """Sleep ``seconds``, less if a stop is requested meanwhile; True when it was."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not self._stopping:
+        while time.monotonic() < deadline and not self.stopping:
             await asyncio.sleep(min(0.2, seconds))
-        return self._stopping
+        return self.stopping
 
     async def _in_executor(self, fn: Any, *args: Any, executor: ThreadPoolExecutor | None = None) -> Any:
         """``fn(*args)`` on ``executor`` (default: the window stage's thread)."""
