@@ -23,9 +23,10 @@ unit: setup ## fast tests of the pure parts only
 integration: setup ## tests against the real Kafka, ClickHouse server, chDB, Prometheus
 	$(PY) -m pytest -q -m integration
 
-lint: setup ## ruff and mypy (strict)
+lint: setup ## ruff, mypy (strict) and the one-way layers (import-linter, pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 services-up: setup ## start local Kafka and ClickHouse (add ARGS=--with-monitoring for Prometheus/Alertmanager)
 	$(PY) -m satpulse.cli services up $(ARGS)

@@ -1,6 +1,6 @@
 """``satpulse dead-letters replay``: stored dead letters re-sent to the ingest topic after a fix (a setting, a
 scale, a limit), as an adapter publishes: the payload byte for byte, keyed by the entity key of the submission
-(:func:`streams.clean.entity_key`), acks=all through :class:`adapters.publisher.Publisher`.
+(:func:`domain.clean.entity_key`), acks=all through :class:`adapters.publisher.Publisher`.
 
 What is replayable: a dead letter of the clean stage (its payload is a raw submission as it was on the ingest
 topic) whose payload was kept whole and is a JSON object. Everything else is skipped and reported: other stages
@@ -10,7 +10,7 @@ and bytes that are no JSON object would fail again the same way.
 
 Idempotent by origin: an origin already replayed (``dead_letter_replays``) is skipped unless asked ``again``, and
 one origin is sent once per run. Counting is idempotent anyway: the replayed submission is cleaned into an event
-with the same event id, which the window stage does not count twice (streams/entities.py); the record keeps a
+with the same event id, which the window stage does not count twice (domain/entities.py); the record keeps a
 second replay from even reaching the topic. A replay is recorded only after the broker acknowledged it, so a
 crash in between sends that chunk again on the next run (harmless, as above).
 """
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import orjson
 
 from adapters.publisher import Publisher
+from domain.clean import entity_key
 from sinks.clickhouse import ClickHouse
 from sinks.dead_letter_tools import DeadLetter, record_replays
-from streams.clean import entity_key
 
 REPLAYABLE_STAGES = ("cleaner",)  # stages whose dead letters carry the raw submission from the ingest topic
 CHUNK = 1000  # messages acknowledged and recorded together

@@ -4,7 +4,7 @@
 columns of each field, how to read timestamps (strptime formats, day-first included, ``iso``, ``epoch``,
 ``epoch_ms``; date and time in separate columns; offsets added from duration columns), the time zone, value maps,
 and the events one row produces, each with conditions ("only when column X is not empty") and checks ("not before
-event Y"). Every event is validated with the cleaner's own rules (:func:`streams.clean.clean`, pure) before it is
+event Y"). Every event is validated with the cleaner's own rules (:func:`domain.clean.clean`, pure) before it is
 published, so an import reports at once what the pipeline would refuse (and which raw channels it would count as
 ``other``, which rating scales it does not know); refused events go to the dead-letter topic with their reason
 and origin ``path:record`` (stage ``import``), the rest to the ingest topic keyed by ticket id. Event ids are
@@ -30,9 +30,9 @@ import yaml
 
 from adapters.jsonl import key_of
 from adapters.privacy import PrivacyPolicy
+from domain.clean import Rejected, clean, normalise_channel
 from satpulse import metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
-from streams.clean import Rejected, clean, normalise_channel
 
 STAGE = "import"
 SUBMISSION_FIELDS = ("ticket_id", "agent", "team", "category", "product", "customer_id", "channel", "priority",

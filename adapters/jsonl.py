@@ -16,9 +16,9 @@ from pathlib import Path
 
 from adapters.privacy import PrivacyPolicy
 from adapters.publisher import Publisher
+from domain.clean import entity_key
 from satpulse import metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
-from streams.clean import entity_key
 
 STAGE = "jsonl"
 
@@ -31,7 +31,7 @@ class ImportSummary:
 
 
 def key_of(obj: dict[str, object]) -> bytes | None:
-    """Partition key: the key of the clean event it becomes (:func:`streams.clean.entity_key`: a case's events
+    """Partition key: the key of the clean event it becomes (:func:`domain.clean.entity_key`: a case's events
     stay in order in one partition, and so do a rating's versions)."""
     key = entity_key(obj)
     return None if key is None else key.encode()

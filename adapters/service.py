@@ -9,7 +9,7 @@ the status table):
 2. authentication as the vendor documents it (adapters/signatures.py) -> 401 with the reason
 3. the body, parsed once by :func:`parse_body`: over ``max_payload_bytes`` -> 400 too_large; not strict JSON
    (NaN, Infinity, a number beyond a double such as 1e999, a lone surrogate such as ``"\\ud800"``, not UTF-8)
-   -> 400 invalid_json; deeper or larger than the limits of streams/limits.py -> 400 too_deep / too_large
+   -> 400 invalid_json; deeper or larger than the limits of domain/limits.py -> 400 too_deep / too_large
 4. the vendor's payload -> submissions (adapters/vendors.py), the privacy policy and the encoding of each
    message, in :func:`prepare_messages`: anything they raise -> 400 invalid_payload (logged once, with the
    exception class)
@@ -61,9 +61,9 @@ from adapters.signatures import (
     verify_zendesk,
 )
 from adapters.vendors import PARSERS, PayloadError, Submission
+from domain.limits import DEFAULT_LIMITS, LIMIT_REASONS, Limits, payload_problem, value_problem
 from satpulse import metrics, topics
 from satpulse.settings import Settings
-from streams.limits import DEFAULT_LIMITS, LIMIT_REASONS, Limits, payload_problem, value_problem
 
 log = logging.getLogger(__name__)
 STAGE = "webhook"
@@ -224,7 +224,7 @@ def _authenticate(verify: Verifier, headers: Mapping[str, str], body: bytes, now
 def parse_body(body: bytes, limits: Limits) -> Any:
     """The one parse of a webhook body: strict JSON (orjson: no NaN or Infinity, no number that overflows a
     double such as 1e999, no lone surrogate such as ``"\\ud800"``, UTF-8 only, at most 1024 levels), then the
-    limits of streams/limits.py. Never recurses in Python; raises :class:`Refusal` 400 (too_large, invalid_json,
+    limits of domain/limits.py. Never recurses in Python; raises :class:`Refusal` 400 (too_large, invalid_json,
     too_deep), nothing else. Every float of the result is finite and every string encodes as UTF-8."""
     problem = payload_problem(body, limits)
     if problem is None:

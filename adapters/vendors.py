@@ -384,7 +384,7 @@ def parse_intercom(payload: object, event: str | None = None) -> list[Submission
 # --- Help Scout ---------------------------------------------------------------------------------------------
 
 # webhook labels (Rating object: Great, Okay, Bad) and report codes (1 great, 2 okay, 3 not good) onto the
-# helpscout scale of streams/scales.py (great / okay / notgood / 1 / 2 / 3)
+# helpscout scale of domain/scales.py (great / okay / notgood / 1 / 2 / 3)
 _HELPSCOUT_LABEL = {"great": "great", "okay": "okay", "ok": "okay", "bad": "notgood", "not good": "notgood",
                     "notgood": "notgood", "1": "1", "2": "2", "3": "3"}
 

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from domain.aggregates import rating_agg
+from domain.windows import CellRow
 from sinks.clickhouse import connect
 from sinks.migrations import migrate
 from sinks.window_store import WindowStore
-from streams.aggregates import rating_agg
-from streams.windows import CellRow
 
 ROWS = 50_000
 BATCH = 5_000

@@ -3,7 +3,7 @@
 For each offered rate R and publish interval: a fresh namespace, ONE ``satpulse worker`` (chDB, default grace),
 and a producer process (``python bench/latency.py produce ...``) that offers live traffic at a steady R events/s
 for ``--latency-seconds``: every 10 ms it sends the events due by then (R x elapsed - sent so far), each with
-``event_time`` = the wall clock at that moment (ms), 4 feedback events from ``satpulse.sample.sample_submissions``
+``event_time`` = the wall clock at that moment (ms), 4 feedback events from ``devtools.sample.sample_submissions``
 (unique event ids) to 1 ticket lifecycle event from ``sample_ticket_events`` (each case's steps in order).
 
 Definition (bench/README.md): the k-th rated feedback event produced into window W is visible when the first
@@ -36,8 +36,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 from adapters.jsonl import key_of  # noqa: E402
+from devtools.sample import sample_submissions, sample_ticket_events  # noqa: E402
 from satpulse import codec, topics  # noqa: E402
-from satpulse.sample import sample_submissions, sample_ticket_events  # noqa: E402
 
 TICK_SECONDS = 0.01  # the producer's pacing step
 LAG_POLL_SECONDS = 2.0  # how often the harness samples the worker's committed ingest lag
@@ -235,7 +235,7 @@ class LatencyRun:
 
 
 def sample_lag(bootstrap: str, group: str, ingest: str, since: float, run: LatencyRun) -> None:
-    from satpulse.worker_process import committed_lag
+    from devtools.worker_process import committed_lag
 
     with contextlib.suppress(Exception):  # the group may not have committed yet
         run.lag.append((time.time() - since, committed_lag(bootstrap, group, [ingest])))
@@ -244,7 +244,7 @@ def sample_lag(bootstrap: str, group: str, ingest: str, since: float, run: Laten
 def window_writes(worker: Any) -> str:
     """ClickHouse writes of the window stage over the whole run, from the worker's /metrics: how many (one per
     window batch), mean rows (cells + events) and mean seconds per write."""
-    from satpulse.worker_process import metric_sum
+    from devtools.worker_process import metric_sum
 
     try:
         samples = worker.scrape()

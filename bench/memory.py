@@ -4,7 +4,7 @@ Runs of ONE ``satpulse worker`` (chDB, ``--partitions`` partitions), each on a f
 exactly like "ours" in the throughput table (``run.follow_until_all``):
 
 1. open cases: ``max(--memory-cases)`` ticket ``created`` events of distinct cases that are never answered or
-   resolved (the raw ingest shape of ``satpulse.sample.sample_ticket_events``, created within the last hour,
+   resolved (the raw ingest shape of ``devtools.sample.sample_ticket_events``, created within the last hour,
    shuffled; the throughput table's 5 h grace, so none is late);
 2. a steady stream: ``max(--memory-stream)`` events of ``run.generate(n, hours=--memory-stream-hours)``: the
    throughput table's mix in event-time order over that many hours, default grace (windows close and leave
@@ -40,8 +40,8 @@ from run import (
     worker_env,
 )
 
+from devtools.sample import sample_ticket_events
 from satpulse import topics
-from satpulse.sample import sample_ticket_events
 from satpulse.settings import get_settings
 
 CHUNK_CASES = 10_000

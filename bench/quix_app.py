@@ -2,11 +2,11 @@
 with BENCH_* environment variables (set by bench/run.py); it runs until killed. JOB is one of:
 
 - ``partition`` (the "quix" row; the best Quix design for this job, see bench/README.md): the same job as our
-  worker, split the way our worker splits it. Cleaning with our pure functions (``streams.clean.parse_json_object``
+  worker, split the way our worker splits it. Cleaning with our pure functions (``domain.clean.parse_json_object``
   + ``clean``); clean records go to ``<ns>.quix.partition.clean.v1`` and rejected inputs to ``.deadletter.v1``
   with their reason (one ``to_topic`` that picks the topic per message). Then one stateful ``apply`` per clean
   event works in the state of the event's input partition: the entity's state (keyed by the ingest key = the
-  entity key; each rating's newest version and each case's folded lifecycle, ``streams.entities``) and the
+  entity key; each rating's newest version and each case's folded lifecycle, ``domain.entities``) and the
   partition's 1-minute cell totals over the 7 default dimensions (:class:`PartitionCells`), to which each change
   adds the entity's new contribution minus its old one. A minute closes once the partition's newest event time
   passed its end + grace: its cells go to ``.windows.v1``, one row per cell and partition, and leave the
@@ -22,7 +22,7 @@ with BENCH_* environment variables (set by bench/run.py); it runs until killed. 
   1-minute tumbling reduce of rated / satisfied per channel, ``.final()``.
 
 Needs ``quixstreams`` (not a project dependency; see bench/README.md) and orjson; the same-job peers import the
-repo's ``streams.clean`` / ``streams.entities`` / ``streams.aggregates`` (orjson + stdlib only), not ``satpulse``
+repo's ``domain.clean`` / ``domain.entities`` / ``domain.aggregates`` (orjson + stdlib only), not ``satpulse``
 (pydantic versions differ).
 """
 
@@ -45,9 +45,9 @@ from quixstreams.models.topics import TopicConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, for streams.*
 
-from streams.aggregates import WindowAgg
-from streams.clean import Rejected, clean, parse_json_object
-from streams.entities import (
+from domain.aggregates import WindowAgg
+from domain.clean import Rejected, clean, parse_json_object
+from domain.entities import (
     CaseRules,
     CaseState,
     Contribution,
@@ -73,7 +73,7 @@ def valid(event: Any) -> bool:
 
 
 def satisfied(event: dict[str, Any]) -> int:
-    """Satisfied flag for the sample scales (top-two-box / native good); a rough stand-in for streams/scales.py."""
+    """Satisfied flag for the sample scales (top-two-box / native good); a rough stand-in for domain/scales.py."""
     value, scale = event.get("rating_value"), event.get("rating_scale")
     if scale == "freshdesk":
         return int(value in (102, 103))
@@ -118,7 +118,7 @@ RULES = CaseRules(
     first_response_sla={"urgent": 3600, "high": 4 * 3600, "medium": 8 * 3600, "low": 24 * 3600},
     resolution_sla={"urgent": 4 * 3600, "high": 24 * 3600, "medium": 72 * 3600, "low": 168 * 3600},
     max_duration_ms=365 * 86400 * 1000)
-# the scalar (int) fields of streams.aggregates.WindowAgg, which the windows sum (not the duration sketches and
+# the scalar (int) fields of domain.aggregates.WindowAgg, which the windows sum (not the duration sketches and
 # the score histogram, whose quantiles our worker also publishes); bench/run.py derives the same list
 FIELDS = tuple(f.name for f in fields(WindowAgg) if f.type == "int")
 Counts = list[int]  # a cell's FIELDS, in that order

@@ -33,14 +33,14 @@ REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from adapters.jsonl import key_of  # noqa: E402
-from satpulse import services, topics  # noqa: E402
+from devtools import services, topics  # noqa: E402
+from devtools.sample import sample_submissions, sample_ticket_events  # noqa: E402
+from devtools.worker_process import WorkerProcess, committed_lag, read_records  # noqa: E402
+from domain.aggregates import WindowAgg  # noqa: E402
+from domain.clean import Cleaned, Rejected, clean, parse_json_object  # noqa: E402
+from domain.entities import CaseRules, WindowKey, batch_cells, cell_keys  # noqa: E402
 from satpulse.record_batches import send_in_batches  # noqa: E402
-from satpulse.sample import sample_submissions, sample_ticket_events  # noqa: E402
 from satpulse.settings import get_settings  # noqa: E402
-from satpulse.worker_process import WorkerProcess, committed_lag, read_records  # noqa: E402
-from streams.aggregates import WindowAgg  # noqa: E402
-from streams.clean import Cleaned, Rejected, clean, parse_json_object  # noqa: E402
-from streams.entities import CaseRules, WindowKey, batch_cells, cell_keys  # noqa: E402
 
 POLL_SECONDS = 0.2
 # window grace period of every windowing contender: the input is shuffled over hours of event time, so every
@@ -498,7 +498,7 @@ def clean_all(messages: Sequence[tuple[bytes, bytes]], now_ms: int) -> tuple[lis
 
 
 def reference_cells(accepted: Sequence[tuple[dict[str, Any], Cleaned]]) -> Cells:
-    """The cell totals of the clean events: :func:`streams.entities.batch_cells` with the worker's settings (the
+    """The cell totals of the clean events: :func:`domain.entities.batch_cells` with the worker's settings (the
     plain recomputation our worker's window state is tested against)."""
     s = get_settings()
     rules = CaseRules(s.sla_first_response_seconds, s.sla_resolution_seconds, s.max_duration_seconds * 1000)
@@ -709,7 +709,7 @@ def quix_check_details(check: QuixCheck | None) -> list[str]:
             f"the past, then (same consumer group and state, restarted) on {len(check.closers)} events at the current "
             f"time produced behind them in every partition, which close all their windows; the cell records each "
             f"emitted, summed per (dimension, value, minute) over records and partitions, were compared with "
-            f"`streams.entities.batch_cells` over `clean()` of that input (the plain recomputation our worker's "
+            f"`domain.entities.batch_cells` over `clean()` of that input (the plain recomputation our worker's "
             f"window state is tested against)"]
 
 

@@ -33,9 +33,9 @@ from run import (
     worker_env,
 )
 
+from devtools.worker_process import WorkerProcess, metric_sum
 from satpulse import topics
 from satpulse.settings import get_settings
-from satpulse.worker_process import WorkerProcess, metric_sum
 
 
 def cleaned_per_worker(workers: list[WorkerProcess]) -> str:

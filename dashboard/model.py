@@ -11,9 +11,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from domain.aggregates import WindowAgg
 from sinks.queries import WindowRow
 from sinks.report import figures
-from streams.aggregates import WindowAgg
 
 WEEK_SECONDS = 7 * 86_400
 PERIODS = {"15m": 900, "1h": 3_600, "24h": 86_400}  # selectable periods, seconds back from now

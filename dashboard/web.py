@@ -26,8 +26,7 @@ from aiohttp import web
 from dashboard.model import Alerts, Snapshot, build, parse_request
 from dashboard.store import read_snapshot
 from satpulse.settings import Settings
-from sinks.clickhouse import ClickHouse, ClickHouseError, connect
-from streams.pipeline import StoreNotReady
+from sinks.clickhouse import ClickHouse, ClickHouseError, StoreNotReady, connect
 
 Reader = Callable[[Callable[[ClickHouse], Snapshot]], Awaitable[Snapshot]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

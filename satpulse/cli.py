@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dashboard import DEFAULT_PORT
-from streams.entities import DIMENSION_FIELDS
+from domain.entities import DIMENSION_FIELDS
 
 if TYPE_CHECKING:
     from sinks.clickhouse import ClickHouse
 
 
 def _cmd_services(args: argparse.Namespace) -> int:
-    from satpulse import services
+    from devtools import services
 
     return services.main(args.rest)
 
@@ -156,7 +156,7 @@ def _cmd_ingest_service(args: argparse.Namespace) -> int:
 
 
 def _parse_time(text: str) -> int:
-    from streams.clean import parse_event_time
+    from domain.clean import parse_event_time
 
     return parse_event_time(text) // 1000
 
@@ -280,7 +280,7 @@ def _replay_dead_letters(args: argparse.Namespace, ch: ClickHouse, since: int) -
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from satpulse.demo import run_demo
+    from devtools.demo import run_demo
 
     return run_demo(args.events)
 

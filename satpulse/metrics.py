@@ -1,5 +1,5 @@
 """The one place that names Prometheus metrics. Label cardinality is bounded: channel is one of
-streams.clean.CHANNELS, reason one of streams.clean.REASONS, stage a fixed name; agent labels are never used
+domain.clean.CHANNELS, reason one of domain.clean.REASONS, stage a fixed name; agent labels are never used
 here."""
 
 from __future__ import annotations

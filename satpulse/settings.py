@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.limits import Limits
+from domain.limits import Limits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     retention_day_cells_days: int = 0  # stored 1 d roll-ups
     retention_dead_letters_days: int = 0  # dead_letters (by failure time)
 
-    # limits on untrusted input (streams/limits.py): larger or deeper submissions are dead-lettered as too_large /
+    # limits on untrusted input (domain/limits.py): larger or deeper submissions are dead-lettered as too_large /
     # too_deep; a dead letter carries at most dead_letter_payload_max_bytes of the original (plus size and hash)
     ingest_max_payload_bytes: int = 512 * 1024
     ingest_max_depth: int = 16
@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     imap_timeout_seconds: float = 30.0
 
     def input_limits(self) -> Limits:
-        """The ``ingest_max_*`` settings as :class:`streams.limits.Limits`."""
+        """The ``ingest_max_*`` settings as :class:`domain.limits.Limits`."""
         return Limits(max_payload_bytes=self.ingest_max_payload_bytes, max_depth=self.ingest_max_depth,
                       max_text_chars=self.ingest_max_text_chars, max_id_chars=self.ingest_max_id_chars,
                       max_items=self.ingest_max_items, max_event_bytes=self.ingest_max_event_bytes)

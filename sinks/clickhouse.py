@@ -65,6 +65,11 @@ STATEMENT_CHARS = 500  # how much of a failing statement an error keeps
 _CODE = re.compile(r"\bCode: (\d{1,9})\.")  # "Code: 62. DB::Exception: Syntax error ..." (chDB, server text)
 
 
+class StoreNotReady(RuntimeError):
+    """There is no connection to read through yet: the worker has not connected (start-up), or runs no stage
+    that does."""
+
+
 class ClickHouseError(RuntimeError):
     """A statement failed (connection refused, server error, bad SQL). The caller decides to retry.
 

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from domain.aggregates import WindowAgg
+from domain.entities import DIMENSION_FIELDS
 from sinks.clickhouse import ClickHouse
 from sinks.window_store import MERGED_AGG_SQL, agg_from_row
-from streams.aggregates import WindowAgg
-from streams.entities import DIMENSION_FIELDS
 
 
 @dataclass(frozen=True, slots=True)

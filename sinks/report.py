@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.aggregates import WindowAgg, merged
 from sinks.clickhouse import ClickHouse
 from sinks.queries import SeedRow, WindowRow, merge_seeds, seed_metrics, seed_totals, totals, windows_of
-from streams.aggregates import WindowAgg, merged
 
 WINDOWS: dict[str, int | None] = {"1m": 60, "1h": 3600, "1d": 86400, "all": None}  # None: the whole range
 COMPARISONS: dict[str, int | None] = {"previous": None, "last-week": 7 * 86400}  # None: the period's length

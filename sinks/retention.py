@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from domain.windows import CHECKPOINT_KEY
 from satpulse.settings import Settings
 from sinks.clickhouse import ClickHouse
-from streams.windows import CHECKPOINT_KEY
 
 _DAY = 86400
 _CELLS = "window_seconds = %(size)s AND dimension != %(checkpoint)s AND "

@@ -11,7 +11,7 @@ A period's roll-up rows are written by one statement (one block, hence atomic), 
 version among the period's finer rows at that time: a period whose finer rows hold a newer version than its
 roll-up rows (or that has none) is stale. That is how a restarted store finds what a crash between the cell
 insert and the roll-up (or a partly written level) left behind, and how it rolls up the history when roll-ups
-are switched on. The checkpoint row of each source (``streams.windows.CHECKPOINT_KEY``) is rolled up like a cell.
+are switched on. The checkpoint row of each source (``domain.windows.CHECKPOINT_KEY``) is rolled up like a cell.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
+from domain.windows import Source
 from sinks.clickhouse import ClickHouse, ClickHouseError
 from sinks.window_store import CELL_COLUMNS, MERGED_AGG_EXPRS
-from streams.windows import Source
 
 # the coarser period of a cell start, in epoch seconds (UTC days, as the query-time roll-ups compute it)
 _PERIOD = "intDiv(toUInt32(window_start), %(size)s) * %(size)s"

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
+from domain.aggregates import WindowAgg
+from domain.entities import DIMENSION_FIELDS, RatingState, WindowKey, newer_rating
+from domain.windows import CellRow, Source
 from sinks.clickhouse import ClickHouse
-from streams.aggregates import WindowAgg
-from streams.entities import DIMENSION_FIELDS, RatingState, WindowKey, newer_rating
-from streams.windows import CellRow, Source
 
 # WindowAgg fields in column order; sketches are stored as parallel key/count arrays
 _SCALARS = ("rated", "satisfied", "scored", "score_micros")

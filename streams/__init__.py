@@ -1,1 +1,1 @@
-"""Stream processing: pure cleaning/normalising/windowing functions and the thin batch pipeline around them."""
+"""The worker runtime: the Faust app, its stages (clean, window, dead letters) and the batch pipeline."""

@@ -10,10 +10,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from domain.clean import Rejected, clean, parse_json_object
+from domain.limits import DEFAULT_LIMITS, Limits
 from satpulse import codec, topics
 from satpulse.deadletter import DEFAULT_PAYLOAD_MAX_BYTES, Origin, encode_dead_letter
-from streams.clean import Rejected, clean, parse_json_object
-from streams.limits import DEFAULT_LIMITS, Limits
 
 STAGE = "cleaner"
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from Kafka ("combined": no second batch wait, no Avro decode). It subscribes to 
 event is published to the partition of the ingest record it came from, at the offset the broker acknowledged,
 and counted under that position exactly as if it had been consumed. That needs co-partitioned topics: ingest,
 feedback and tickets with the same partition count (checked at start; otherwise the worker reads the clean
-topics back), and an ingest record keyed by the key of its clean event (:func:`streams.clean.entity_key`, as
+topics back), and an ingest record keyed by the key of its clean event (:func:`domain.clean.entity_key`, as
 every adapter does), so that one ingest partition holds every event of the ratings and cases counted under
 it (whatever partitioner the producers share). An ingest record keyed otherwise, unless murmur2 happens to put
 its clean key in the same partition, is re-published to the ingest topic under its clean event's key and
@@ -52,20 +52,20 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.partitioner import DefaultPartitioner
 
 from adapters.publisher import ensure_topics
+from domain.clean import Rejected, check_clean_record
+from domain.entities import CaseRules
+from domain.windows import Source, Windower
 from satpulse import codec, metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
 from satpulse.record_batches import send_in_batches
 from satpulse.settings import Settings
-from sinks.clickhouse import ClickHouse, ClickHouseError, connect
+from sinks.clickhouse import ClickHouse, ClickHouseError, StoreNotReady, connect
 from sinks.dead_letter_store import DeadLetterStore
 from sinks.migrations import migrate
 from sinks.retry import RetryStopped
 from sinks.window_store import WindowStore
-from streams.clean import Rejected, check_clean_record
 from streams.cleaner import Routed, route
-from streams.entities import CaseRules
 from streams.window_worker import BatchResult, Item, WindowResult, WindowWorker, retry_clickhouse
-from streams.windows import Source, Windower
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,10 +96,6 @@ def encode_window_result(result: WindowResult, window_seconds: int, now_ms: int)
         record[f"resolution_p{q}_seconds"] = agg.resolution_quantile_seconds(q / 100)
     key = f"{dimension}|{value}|{start}|{window_seconds}".encode()
     return key, codec.encode(codec.WINDOW_METRIC, record)
-
-
-class StoreNotReady(RuntimeError):
-    """The worker has not connected to ClickHouse yet (start-up), or runs no stage that does."""
 
 
 @dataclass(slots=True)

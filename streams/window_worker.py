@@ -13,12 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from satpulse import metrics
-from sinks.retry import RetryStopped as RetryStopped  # re-exported (moved to sinks.retry)
-from sinks.retry import retry_clickhouse as retry_clickhouse
-from sinks.window_store import WindowStore
-from streams.aggregates import WindowAgg
-from streams.entities import (
+from domain.aggregates import WindowAgg
+from domain.entities import (
     UNKNOWN,
     CaseRules,
     CaseState,
@@ -30,7 +26,11 @@ from streams.entities import (
     rating_contribution,
     rating_state,
 )
-from streams.windows import Change, Entity, Source, Windower
+from domain.windows import Change, Entity, Source, Windower
+from satpulse import metrics
+from sinks.retry import RetryStopped as RetryStopped  # re-exported (moved to sinks.retry)
+from sinks.retry import retry_clickhouse as retry_clickhouse
+from sinks.window_store import WindowStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""Session fixtures that bring up the local services (``satpulse.services``) for integration tests.
+"""Session fixtures that bring up the local services (``devtools.services``) for integration tests.
 
 Services already running when the session starts are used as they are and left running; whatever a
 fixture had to start is stopped again when the session ends.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from satpulse import services as local_services
-from satpulse.services import ServiceError, ServiceStatus
+from devtools import services as local_services
+from devtools.services import ServiceError, ServiceStatus
 from sinks.clickhouse import ClickHouse, connect
 from sinks.migrations import migrate
 from tests.integration.offline import clickhouse_url

@@ -1,5 +1,5 @@
 """Pieces shared by the integration tests: the offline answers, written independently of streams/ (which
-native values of satpulse.sample's scales are satisfied, and its channel spellings), and small helpers for the
+native values of devtools.sample's scales are satisfied, and its channel spellings), and small helpers for the
 real broker and ClickHouse."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from satpulse import worker_process
+from devtools import worker_process
 from satpulse.settings import get_settings
 
 SATISFIED: dict[str, Callable[[object], bool]] = {

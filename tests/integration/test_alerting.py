@@ -28,11 +28,11 @@ import pytest
 import yaml
 
 from adapters.publisher import Publisher, ensure_topics
-from satpulse import services as local_services
+from devtools import services as local_services
+from devtools.services import CONFIG_DIR
+from devtools.worker_process import WorkerProcess
 from satpulse import topics
-from satpulse.services import CONFIG_DIR
 from satpulse.settings import Settings, get_settings
-from satpulse.worker_process import WorkerProcess
 from tests.integration.offline import free_port
 
 pytestmark = pytest.mark.integration

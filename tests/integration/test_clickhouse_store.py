@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from domain.aggregates import WindowAgg
+from domain.entities import CaseRules, batch_cells
+from domain.windows import Windower
 from sinks.clickhouse import ClickHouse, connect
 from sinks.queries import seed_metrics, totals, windows
 from sinks.window_store import WindowStore
-from streams.aggregates import WindowAgg
-from streams.entities import CaseRules, batch_cells
 from streams.window_worker import Item, WindowWorker
-from streams.windows import Windower
 from tests.integration.offline import clickhouse_url
 
 pytestmark = pytest.mark.integration
@@ -155,8 +155,8 @@ def test_report_rolls_up_and_renders(ch: ClickHouse) -> None:
 def test_secondary_answers_and_sentiment_model_are_stored(ch: ClickHouse) -> None:
     """feedback_event v2 from a raw submission (cleaner -> Avro -> store): the survey's other answers land in the
     secondary_* arrays, the text model's provenance in its columns; only the CSAT question is a rating."""
+    from domain.clean import clean
     from satpulse import codec
-    from streams.clean import clean
 
     raw = {"event_id": "fd-1", "source": "freshdesk", "channel": "email", "event_time": BASE, "ticket_id": "9",
            "rating_value": 103, "rating_scale": "freshdesk", "survey_id": "s1",

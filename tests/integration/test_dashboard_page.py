@@ -31,9 +31,9 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from dashboard.model import alerts_view
 from dashboard.web import fetch_alerts
-from satpulse.sample import sample_submissions, sample_ticket_events, write_jsonl
+from devtools.sample import sample_submissions, sample_ticket_events, write_jsonl
+from devtools.worker_process import WorkerProcess
 from satpulse.settings import get_settings
-from satpulse.worker_process import WorkerProcess
 from sinks.clickhouse import connect
 from tests.integration.offline import CHANNEL, SATISFIED, clickhouse_url, free_port
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from devtools.worker_process import WorkerProcess, wait_consumed
 from satpulse import topics
 from satpulse.settings import REPO_ROOT, get_settings
-from satpulse.worker_process import WorkerProcess, wait_consumed
 from sinks.clickhouse import connect
 from sinks.queries import totals
 from tests.integration.offline import free_port

@@ -19,15 +19,15 @@ import pytest
 
 from adapters.dead_letter_replay import plan_replay, send_replay
 from adapters.publisher import Publisher, ensure_topics
+from devtools.worker_process import WorkerProcess, wait_consumed
+from domain.clean import Rejected, clean
 from satpulse import topics
 from satpulse.deadletter import Origin, encode_dead_letter
 from satpulse.settings import Settings, get_settings
-from satpulse.worker_process import WorkerProcess, wait_consumed
 from sinks.clickhouse import ClickHouse, connect
 from sinks.dead_letter_store import DeadLetterStore
 from sinks.dead_letter_tools import find, format_letter, format_summary, summary
 from sinks.queries import totals
-from streams.clean import Rejected, clean
 from tests.integration.offline import clickhouse_url, free_port, read_records
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from devtools.worker_process import WorkerProcess, metric_sum
 from satpulse import topics
 from satpulse.deadletter import Origin, encode_dead_letter
 from satpulse.settings import get_settings
-from satpulse.worker_process import WorkerProcess, metric_sum
 from sinks.clickhouse import ClickHouse, connect
 from sinks.dead_letter_store import DeadLetterStore
 from tests.integration.offline import clickhouse_url, free_port

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from devtools.sample import sample_submissions, write_jsonl
+from devtools.worker_process import WorkerProcess, metric_sum
 from satpulse import codec, topics
-from satpulse.sample import sample_submissions, write_jsonl
 from satpulse.settings import get_settings
-from satpulse.worker_process import WorkerProcess, metric_sum
 from sinks.clickhouse import connect
 from sinks.queries import windows
 from tests.integration.offline import CHANNEL, SATISFIED, free_port, read_topic

@@ -16,12 +16,12 @@ import pytest
 from kafka import KafkaProducer
 
 from adapters.publisher import ensure_topics
+from devtools.sample import sample_submissions, sample_ticket_events
+from devtools.worker_process import WorkerProcess, wait_consumed
+from domain.clean import entity_key
 from satpulse import codec, topics
-from satpulse.sample import sample_submissions, sample_ticket_events
 from satpulse.settings import Settings, get_settings
-from satpulse.worker_process import WorkerProcess, wait_consumed
 from sinks.clickhouse import connect
-from streams.clean import entity_key
 from tests.integration.offline import clickhouse_url, free_port, read_records
 from tests.integration.test_workers import offline, stored
 from tests.poison import poison_corpus

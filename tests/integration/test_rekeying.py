@@ -17,10 +17,10 @@ from kafka import KafkaProducer
 
 from adapters.jsonl import key_of
 from adapters.publisher import ensure_topics
+from devtools.sample import sample_submissions
+from devtools.worker_process import WorkerProcess, metric_sum, wait_consumed
 from satpulse import codec, topics
-from satpulse.sample import sample_submissions
 from satpulse.settings import get_settings
-from satpulse.worker_process import WorkerProcess, metric_sum, wait_consumed
 from sinks.clickhouse import connect
 from sinks.queries import windows
 from tests.integration.offline import SATISFIED, free_port, read_records

@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
+from domain.aggregates import WindowAgg
+from domain.entities import batch_cells
+from domain.windows import Windower
 from satpulse import cli
 from sinks.clickhouse import ClickHouse, connect
 from sinks.migrations import migrate
 from sinks.report import Report, build_report, figures, render
 from sinks.window_store import WindowStore
-from streams.aggregates import WindowAgg
-from streams.entities import batch_cells
 from streams.window_worker import Item, WindowWorker
-from streams.windows import Windower
 from tests.integration.offline import clickhouse_url
 from tests.integration.test_clickhouse_store import BASE, DIMS, RULES, make_events
 

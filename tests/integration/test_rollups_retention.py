@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from domain.entities import batch_cells
+from domain.windows import CHECKPOINT_KEY, Windower
 from satpulse.deadletter import Origin, encode_dead_letter
 from satpulse.settings import Settings
 from sinks.clickhouse import ClickHouse, ClickHouseError, Params
@@ -21,9 +23,7 @@ from sinks.report import build_report
 from sinks.retention import apply_retention, wait_for_mutations
 from sinks.rollups import Rollups
 from sinks.window_store import MERGED_AGG_SQL, WindowStore
-from streams.entities import batch_cells
 from streams.window_worker import Item, WindowWorker
-from streams.windows import CHECKPOINT_KEY, Windower
 from tests.integration.test_clickhouse_store import BASE, DIMS, RULES, make_events
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import pytest
 from clickhouse_driver import Client
 from kafka import KafkaAdminClient, KafkaConsumer
 
-from satpulse import services as local_services
-from satpulse.services import ServiceStatus
+from devtools import services as local_services
+from devtools.services import ServiceStatus
 from satpulse.settings import get_settings
 
 pytestmark = pytest.mark.integration

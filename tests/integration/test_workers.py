@@ -20,14 +20,14 @@ import pytest
 from kafka import KafkaProducer
 
 from adapters.publisher import ensure_topics
-from satpulse import services as local_services
+from devtools import services as local_services
+from devtools.sample import sample_submissions, sample_ticket_events, write_jsonl
+from devtools.worker_process import FAUST_WORKER, SATPULSE_WORKER, WorkerProcess, metric_sum, wait_consumed
+from domain.clean import entity_key
 from satpulse import topics
-from satpulse.sample import sample_submissions, sample_ticket_events, write_jsonl
 from satpulse.settings import Settings, get_settings
-from satpulse.worker_process import FAUST_WORKER, SATPULSE_WORKER, WorkerProcess, metric_sum, wait_consumed
 from sinks.clickhouse import connect
 from sinks.queries import totals, windows
-from streams.clean import entity_key
 from tests.integration.offline import CHANNEL, SATISFIED, free_port
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from adapters.channels import (
     read_channel_file,
     sentiment,
 )
-from streams.clean import Rejected, clean
+from domain.clean import Rejected, clean
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "channels"
 NOW_MS = 1_900_000_000_000

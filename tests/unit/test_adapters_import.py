@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from adapters.importer import ImportReport, MappingError, load_mapping, parse_mapping, run_import
+from domain.clean import clean
 from satpulse import cli, codec
-from streams.clean import clean
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"

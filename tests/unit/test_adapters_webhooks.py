@@ -45,10 +45,10 @@ from adapters.vendors import (
     parse_intercom,
     parse_zendesk,
 )
+from domain.clean import Rejected, clean
+from domain.limits import DEFAULT_LIMITS
 from satpulse import metrics
 from satpulse.settings import Settings
-from streams.clean import Rejected, clean
-from streams.limits import DEFAULT_LIMITS
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "webhooks"
 GOLDEN = sorted(FIXTURES.glob("*.json"))

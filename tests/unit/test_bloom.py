@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.bloom import BloomFilter
+from domain.bloom import BloomFilter
 
 
 @given(st.lists(st.text(max_size=30), max_size=300), st.integers(1, 64))

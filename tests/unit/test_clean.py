@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from domain.clean import REASONS, Rejected, clean, normalise_channel, parse_event_time, parse_json_object
 from satpulse import codec
 from satpulse.deadletter import Origin
-from streams.clean import REASONS, Rejected, clean, normalise_channel, parse_event_time, parse_json_object
 from streams.cleaner import route
 
 NOW = 1_800_000_000_000

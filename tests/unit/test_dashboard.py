@@ -14,11 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dashboard.model import WEEK_SECONDS, Alerts, Snapshot, alerts_view, build, parse_request
 from dashboard.web import Dashboard, fetch_alerts
+from domain.aggregates import WindowAgg
 from satpulse.settings import Settings
-from sinks.clickhouse import ClickHouse, ClickHouseError
+from sinks.clickhouse import ClickHouse, ClickHouseError, StoreNotReady
 from sinks.queries import WindowRow
-from streams.aggregates import WindowAgg
-from streams.pipeline import StoreNotReady
 
 NOW = 1_750_000_000 // 60 * 60 + 30  # mid-minute
 CELL = 60

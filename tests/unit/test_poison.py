@@ -12,13 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from domain.clean import REASONS, Rejected, check_clean_record, clean, entity_key, normalise_channel
+from domain.limits import DEFAULT_LIMITS, Limits, value_problem
 from satpulse import codec, metrics
 from satpulse.deadletter import DEFAULT_PAYLOAD_MAX_BYTES, Origin
 from satpulse.settings import Settings
 from streams import cleaner, window_worker
-from streams.clean import REASONS, Rejected, check_clean_record, clean, entity_key, normalise_channel
 from streams.cleaner import route
-from streams.limits import DEFAULT_LIMITS, Limits, value_problem
 from streams.pipeline import Pipeline
 from streams.window_worker import BatchResult, Item, Quarantined
 from tests.poison import BASE, FIELDS, poison_corpus

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from domain.aggregates import WindowAgg, duration_agg, rating_agg
 from sinks import report as report_module
 from sinks.queries import SeedRow, WindowRow, merge_seeds
 from sinks.report import COLUMNS, build_report, render
-from streams.aggregates import WindowAgg, duration_agg, rating_agg
 
 HOUR, DAY = 3600, 86400
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -1,6 +1,6 @@
 import pytest
 
-from streams.scales import SCALES, ScaleError, normalise_rating
+from domain.scales import SCALES, ScaleError, normalise_rating
 
 
 @pytest.mark.parametrize(("value", "scale", "score", "satisfied"), [

@@ -12,10 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satpulse import metrics
-from sinks.window_store import StoredEvent
-from streams.aggregates import WindowAgg
-from streams.entities import (
+from domain.aggregates import WindowAgg
+from domain.entities import (
     CaseRules,
     CaseState,
     RatingState,
@@ -25,8 +23,10 @@ from streams.entities import (
     case_contribution,
     window_start,
 )
+from domain.windows import CellRow, Change, Source, Windower
+from satpulse import metrics
+from sinks.window_store import StoredEvent
 from streams.window_worker import Item, WindowWorker
-from streams.windows import CellRow, Change, Source, Windower
 
 DIMS = ("all", "channel", "team")
 WINDOW_S = 60
@@ -74,7 +74,7 @@ class MemoryStore:
         return out
 
     def load_ratings(self, source: Source, ids: Iterable[str], max_offset: int) -> dict[str, RatingState]:
-        from streams.entities import newer_rating, rating_state
+        from domain.entities import newer_rating, rating_state
 
         found: dict[str, RatingState] = {}
         for _, (p, o, r) in self.feedback:

@@ -20,10 +20,10 @@ import urllib.request
 import uuid
 from typing import Any
 
-from satpulse import services
-from satpulse.sample import sample_submissions, sample_ticket_events, write_jsonl
+from devtools import services
+from devtools.sample import sample_submissions, sample_ticket_events, write_jsonl
+from devtools.worker_process import WorkerProcess, metric_sum
 from satpulse.settings import get_settings
-from satpulse.worker_process import WorkerProcess, metric_sum
 
 BAD_LINES = ('{"kind": "feedback", "event_id": ', "not json at all", '["a", "list"]')
 WEEK_MS = 7 * 86_400_000

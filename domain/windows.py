@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from streams.aggregates import WindowAgg
-from streams.bloom import BloomFilter
-from streams.entities import Contribution, WindowKey
+from domain.aggregates import WindowAgg
+from domain.bloom import BloomFilter
+from domain.entities import Contribution, WindowKey
 
 Source = tuple[str, int]  # (topic, partition)
 # a row per source written with every batch: its version is the source's high-water mark even when the batch

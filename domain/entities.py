@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from streams.aggregates import WindowAgg, duration_agg, rating_agg
+from domain.aggregates import WindowAgg, duration_agg, rating_agg
 
 # (dimension, dimension value, window start in epoch ms)
 WindowKey = tuple[str, str, int]

@@ -17,13 +17,13 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import orjson
 
-from streams.limits import DEFAULT_LIMITS, Limits, payload_problem, value_problem
-from streams.scales import ScaleError, normalise_rating
+from domain.limits import DEFAULT_LIMITS, Limits, payload_problem, value_problem
+from domain.scales import ScaleError, normalise_rating
 
 # dead-letter reason codes (one counter per reason in satpulse.metrics)
 REASONS: tuple[str, ...] = (
     "unparseable_payload",  # not JSON / not an object / not decodable
-    "too_large",  # the payload, a string in it, or the clean event is over its size limit (streams/limits.py)
+    "too_large",  # the payload, a string in it, or the clean event is over its size limit (domain/limits.py)
     "too_deep",  # objects or arrays nested deeper than the limit
     "invalid_field",  # a field of the wrong type (an object where text is expected, a version that is no integer)
     "missing_field",  # a required field is absent or empty
