@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from satpulse.stages import Stage
+
 disable_created_metrics()  # type: ignore[no-untyped-call] # no *_created series: they double the exposition and no rule uses them
 REGISTRY = CollectorRegistry(auto_describe=True)
+# the ``stage`` label of each worker stage; alert rules and dashboards (config/) name these values
+STAGE_LABEL = {Stage.CLEAN: "cleaner", Stage.WINDOW: "window", Stage.DEAD_LETTERS: "dead_letter_sink"}
 
 # events entering a stage (adapter, cleaner, window)
 EVENTS_IN = Counter("satpulse_events_in_total", "Events that entered a pipeline stage", ["stage"],

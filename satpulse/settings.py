@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.limits import Limits
+from satpulse.stages import Stage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,9 +47,10 @@ class Settings(BaseSettings):
     # worker
     worker_web_port: int = 6066
     worker_id: str = "satpulse-worker"
-    # stages this worker process runs (clean, window, dead_letters); split them over processes to use more cores:
-    # one process per stage set, same worker_id (one consumer group). The window stage with chDB: one process only
-    worker_stages: list[str] = Field(default_factory=lambda: ["clean", "window", "dead_letters"])
+    # stages this worker process runs (clean, window, dead_letters; another name is refused at start-up); split
+    # them over processes to use more cores: one process per stage set, same worker_id (one consumer group). The
+    # window stage with chDB: one process only
+    worker_stages: list[Stage] = Field(default_factory=lambda: list(Stage), min_length=1)
     # backfills: stop (exit 0, with a summary) once every input partition's committed offset reached the end
     # offset it had when the worker started (satpulse worker --until-caught-up)
     worker_until_caught_up: bool = False
