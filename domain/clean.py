@@ -1,5 +1,6 @@
 """Validation and normalisation of raw submissions (topic ``satpulse.ingest.v1``) into clean feedback and
-ticket records (dicts shaped like ``schemas/feedback_event.avsc`` / ``ticket_event.avsc``). Pure, no I/O.
+ticket records (:mod:`domain.records`, shaped like ``schemas/feedback_event.avsc`` / ``ticket_event.avsc``).
+Pure, no I/O.
 
 A raw submission is one JSON object; the fields are documented in docs/ingest-format.md. Everything that
 cannot become a clean record raises :class:`Rejected` with a reason code from :data:`REASONS`.
@@ -8,6 +9,7 @@ cannot become a clean record raises :class:`Rejected` with a reason code from :d
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +20,15 @@ from zoneinfo import ZoneInfo, available_timezones
 import orjson
 
 from domain.limits import DEFAULT_LIMITS, Limits, payload_problem, value_problem
+from domain.records import (
+    ID_FIELDS,
+    CleanEvent,
+    CommonFields,
+    FeedbackEvent,
+    SecondaryAnswer,
+    TicketEvent,
+    TicketStatus,
+)
 from domain.scales import ScaleError, normalise_rating
 
 # dead-letter reason codes (one counter per reason in satpulse.metrics)
@@ -40,7 +51,7 @@ REASONS: tuple[str, ...] = (
 MAX_SECONDARY_ANSWERS = 100  # secondary_ratings of one submission
 MAX_RATING_VERSION = 2**63 - 1  # Avro long
 
-TICKET_STATUSES = ("created", "first_response", "resolved", "reopened", "closed")
+TICKET_STATUSES: tuple[TicketStatus, ...] = typing.get_args(TicketStatus)
 
 _CHANNEL_ALIASES: dict[str, str] = {
     "phone": "phone", "voice": "phone", "call": "phone", "ivr": "phone", "telephone": "phone",
@@ -75,7 +86,7 @@ class Cleaned:
 
     schema: str
     key: str
-    record: dict[str, Any]
+    record: CleanEvent
 
 
 def parse_json_object(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
@@ -187,7 +198,7 @@ def _version(raw: Mapping[str, Any]) -> int:
     return value
 
 
-def _common(f: _Fields, now_ms: int, future_tolerance_ms: int) -> dict[str, Any]:
+def _common(f: _Fields, now_ms: int, future_tolerance_ms: int) -> CommonFields:
     raw = f.raw
     if "event_time" not in raw or raw["event_time"] in (None, ""):
         raise Rejected("missing_field", "event_time is required")
@@ -240,7 +251,7 @@ def clean(raw: Mapping[str, Any], now_ms: int, future_tolerance_ms: int, limits:
 
 
 def _clean_feedback(f: _Fields, now_ms: int, future_tolerance_ms: int) -> Cleaned:
-    record = _common(f, now_ms, future_tolerance_ms)
+    common = _common(f, now_ms, future_tolerance_ms)
     value, scale = f.raw.get("rating_value"), f.text("rating_scale")
     native: str | None = None
     score: float | None = None
@@ -256,24 +267,23 @@ def _clean_feedback(f: _Fields, now_ms: int, future_tolerance_ms: int) -> Cleane
         raise Rejected("invalid_rating", f"sentiment {str(sentiment)[:64]!r} is not a number in -1.0..1.0")
     if satisfied is None and comment is None:
         raise Rejected("missing_field", "feedback needs rating_value or comment")
-    rating_id = f.text("rating_id") or record["event_id"]
-    record.update(
-        sentiment_label=f.text("sentiment_label"),
-        sentiment_model=f.text("sentiment_model"),
-        survey_id=f.text("survey_id"),
-        secondary_answers=_secondary_answers(f.raw.get("secondary_ratings"), f.limits),
-    )
-    record.update(
-        rating_id=rating_id,
-        rating_version=_version(f.raw),
-        ticket_id=f.text("ticket_id"),
-        native_value=native if native is not None or value is None else str(value),
-        native_scale=scale,
-        score=score,
-        satisfied=satisfied,
-        comment=comment,
-        sentiment=None if sentiment is None else float(sentiment),
-    )
+    rating_id = f.text("rating_id") or common["event_id"]
+    record: FeedbackEvent = {
+        **common,
+        "sentiment_label": f.text("sentiment_label"),
+        "sentiment_model": f.text("sentiment_model"),
+        "survey_id": f.text("survey_id"),
+        "secondary_answers": _secondary_answers(f.raw.get("secondary_ratings"), f.limits),
+        "rating_id": rating_id,
+        "rating_version": _version(f.raw),
+        "ticket_id": f.text("ticket_id"),
+        "native_value": native if native is not None or value is None else str(value),
+        "native_scale": scale,
+        "score": score,
+        "satisfied": satisfied,
+        "comment": comment,
+        "sentiment": None if sentiment is None else float(sentiment),
+    }
     return Cleaned("feedback_event", rating_id, record)
 
 
@@ -291,7 +301,7 @@ def _rating(f: _Fields, name: str, scale: str, where: str) -> tuple[str | None, 
     return native, rating.score, rating.satisfied
 
 
-def _secondary_answers(raw: object, limits: Limits) -> list[dict[str, Any]]:
+def _secondary_answers(raw: object, limits: Limits) -> list[SecondaryAnswer]:
     """``secondary_ratings`` of a submission ([{question_id, rating_value, rating_scale}], from adapters whose
     surveys ask more than the CSAT question; at most :data:`MAX_SECONDARY_ANSWERS`), normalised like the
     rating. Raises Rejected naming the answer."""
@@ -301,7 +311,7 @@ def _secondary_answers(raw: object, limits: Limits) -> list[dict[str, Any]]:
         raise Rejected("invalid_rating", "secondary_ratings must be a list")
     if len(raw) > MAX_SECONDARY_ANSWERS:
         raise Rejected("too_large", f"{len(raw)} secondary_ratings (limit {MAX_SECONDARY_ANSWERS})")
-    answers = []
+    answers: list[SecondaryAnswer] = []
     for i, answer in enumerate(raw):
         if not isinstance(answer, dict):
             raise Rejected("invalid_rating", f"secondary_ratings[{i}] must be an object")
@@ -316,23 +326,19 @@ def _secondary_answers(raw: object, limits: Limits) -> list[dict[str, Any]]:
 
 
 def _clean_ticket(f: _Fields, now_ms: int, future_tolerance_ms: int) -> Cleaned:
-    record = _common(f, now_ms, future_tolerance_ms)
+    common = _common(f, now_ms, future_tolerance_ms)
     status = f.required("status").lower().replace(" ", "_")
     if status not in TICKET_STATUSES:
         raise Rejected("unknown_status", f"status {status[:64]!r} is not one of {', '.join(TICKET_STATUSES)}")
     priority = f.text("priority")
     ticket_id = f.required("ticket_id")
-    record.update(
-        ticket_id=ticket_id,
-        status=status,
-        priority=None if priority is None else _PRIORITY_ALIASES.get(priority.lower(), priority.lower()),
-    )
+    record: TicketEvent = {
+        **common,
+        "ticket_id": ticket_id,
+        "status": status,
+        "priority": None if priority is None else _PRIORITY_ALIASES.get(priority.lower(), priority.lower()),
+    }
     return Cleaned("ticket_event", ticket_id, record)
-
-
-_ID_FIELDS = ("event_id", "source", "channel", "agent", "team", "category", "product", "customer_id", "rating_id",
-              "ticket_id", "native_value", "native_scale", "sentiment_label", "sentiment_model", "survey_id",
-              "priority")
 
 
 def check_clean_record(record: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> None:
@@ -346,7 +352,7 @@ def check_clean_record(record: Mapping[str, Any], limits: Limits = DEFAULT_LIMIT
     score = record.get("score")
     if score is not None and not 1.0 <= score <= 5.0:
         problems.append("score")
-    problems += [name for name in _ID_FIELDS if len(record.get(name) or "") > limits.max_id_chars]
+    problems += [name for name in ID_FIELDS if len(record.get(name) or "") > limits.max_id_chars]
     if len(record.get("comment") or "") > limits.max_text_chars:
         problems.append("comment")
     if problems:

@@ -110,7 +110,6 @@ class Windower:
         self._touched: set[WindowKey] = set()  # cells changed since the last finalise (current results)
         self._idle_cutoff = -IDLE_SCAN_MS  # entities idle since before this were last looked for
         self.late_events = 0
-        self.evicted_entities = 0
 
     # --- assignment --------------------------------------------------------------------------------------
     def assign(self, sources: Iterable[Source], now: float) -> None:
@@ -240,7 +239,6 @@ class Windower:
                 # one pass over the oldest: next(iter(dict)) per entity re-walks the slots freed by earlier
                 # deletions, which made eviction quadratic (5 % of the worker's CPU after a minute at 10k/s)
                 evicted += _evict(state, list(islice(state.entities, excess)))
-        self.evicted_entities += evicted
         return evicted
 
     def _touch(self, src: SourceState, key: WindowKey) -> None:
@@ -311,8 +309,7 @@ class Windower:
                         del state.cells[key]
                         state.stored_starts.add(key[2])
             if not state.dirty and scan_idle:
-                self.evicted_entities += _evict(
-                    state, [i for i, e in state.entities.items() if e.last_event_time < cutoff])
+                _evict(state, [i for i, e in state.entities.items() if e.last_event_time < cutoff])
         if scan_idle:
             self._idle_cutoff = cutoff
         self._finalised_until = max(self._finalised_until, closed_until)

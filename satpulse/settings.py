@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.limits import Limits
@@ -26,15 +26,16 @@ class Settings(BaseSettings):
     # where local services keep data, logs and pid files
     work_dir: Path = REPO_ROOT / ".work"
 
-    # Kafka
-    kafka_bootstrap: str = "127.0.0.1:19092"
+    # Kafka: the brokers to connect to; empty: the local broker of `satpulse services` (127.0.0.1:{kafka_port})
+    kafka_bootstrap: str = ""
     kafka_port: int = 19092
     kafka_controller_port: int = 19094
     topic_partitions: int = 4
     topic_namespace: str = "satpulse"  # topics are named {namespace}.{name}.v{n} (satpulse/topics.py)
 
-    # ClickHouse: chdb:///path (embedded, default) or clickhouse://user:password@host:port/database
-    clickhouse_url: SecretStr = SecretStr("chdb://" + str(REPO_ROOT / ".work" / "chdb"))
+    # ClickHouse: chdb:///path (embedded) or clickhouse://user:password@host:port/database; empty: embedded in
+    # {work_dir}/chdb
+    clickhouse_url: SecretStr = SecretStr("")
     clickhouse_native_port: int = 19000
     clickhouse_http_port: int = 18123
 
@@ -130,6 +131,15 @@ class Settings(BaseSettings):
     imap_poll_seconds: float = 60.0
     imap_processed_keyword: str = "$SatpulseProcessed"  # added to published messages, skipped later; "" = none
     imap_timeout_seconds: float = 30.0
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        """Fill the settings whose default depends on another one."""
+        if not self.kafka_bootstrap:
+            self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
+        if not self.clickhouse_url.get_secret_value():
+            self.clickhouse_url = SecretStr(f"chdb://{self.work_dir / 'chdb'}")
+        return self
 
     def input_limits(self) -> Limits:
         """The ``ingest_max_*`` settings as :class:`domain.limits.Limits`."""

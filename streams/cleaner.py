@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from domain.clean import Rejected, clean, parse_json_object
 from domain.limits import DEFAULT_LIMITS, Limits
+from domain.records import CleanEvent
 from satpulse import codec, topics
 from satpulse.deadletter import DEFAULT_PAYLOAD_MAX_BYTES, Origin, encode_dead_letter
 
@@ -29,7 +29,7 @@ class Routed:
     value: bytes
     kind: str | None = None
     reason: str | None = None
-    record: dict[str, Any] | None = None
+    record: CleanEvent | None = None
 
 
 def route(payload: bytes, origin: Origin, now_ms: int, future_tolerance_ms: int, limits: Limits = DEFAULT_LIMITS,
