@@ -26,11 +26,13 @@ from domain.entities import (
     rating_contribution,
     rating_state,
 )
+from domain.store import WindowStateStore
 from domain.windows import Change, Entity, Source, Windower
 from satpulse import metrics
+from satpulse.metrics import STAGE_LABEL
+from satpulse.stages import Stage
 from sinks.retry import RetryStopped as RetryStopped  # re-exported (moved to sinks.retry)
 from sinks.retry import retry_clickhouse as retry_clickhouse
-from sinks.window_store import WindowStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,9 +95,9 @@ class WindowResult:
 
 
 class WindowWorker:
-    """Owns the :class:`Windower` and the :class:`WindowStore` of one worker process."""
+    """Owns the :class:`Windower` and the window store of one worker process."""
 
-    def __init__(self, windower: Windower, store: WindowStore, dimensions: Iterable[str], rules: CaseRules,
+    def __init__(self, windower: Windower, store: WindowStateStore, dimensions: Iterable[str], rules: CaseRules,
                  retry_max_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep,
                  rolling_interval_seconds: float = 15.0, max_entities_per_source: int = 50_000,
                  stopping: threading.Event | None = None) -> None:
@@ -366,7 +368,7 @@ def _observe(result: BatchResult) -> None:
         metrics.FEEDBACK_RATED.labels(*labels).inc(count)
         metrics.FEEDBACK_SATISFIED.labels(*labels).inc(satisfied[labels])
     for kind, count in kinds.items():
-        metrics.EVENTS_OUT.labels("window", kind).inc(count)
+        metrics.EVENTS_OUT.labels(STAGE_LABEL[Stage.WINDOW], kind).inc(count)
     histograms = {"first_response": metrics.FIRST_RESPONSE_SECONDS, "resolution": metrics.RESOLUTION_SECONDS}
     for sample, channel, priority, seconds in result.durations:
         histograms[sample].labels(channel, priority).observe(seconds)
