@@ -33,12 +33,13 @@ REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from adapters.jsonl import key_of  # noqa: E402
-from devtools import services, topics  # noqa: E402
+from devtools import services  # noqa: E402
 from devtools.sample import sample_submissions, sample_ticket_events  # noqa: E402
 from devtools.worker_process import WorkerProcess, committed_lag, read_records  # noqa: E402
 from domain.aggregates import WindowAgg  # noqa: E402
 from domain.clean import Cleaned, Rejected, clean, parse_json_object  # noqa: E402
 from domain.entities import CaseRules, WindowKey, batch_cells, cell_keys  # noqa: E402
+from satpulse import topics  # noqa: E402
 from satpulse.record_batches import send_in_batches  # noqa: E402
 from satpulse.settings import get_settings  # noqa: E402
 
