@@ -1,14 +1,15 @@
 """The worker as a Faust application: ``satpulse worker`` and ``faust -A streams.app worker`` run this app.
 
 The clean, window and dead-letter stages are Faust agents whose unit of work is one fetched batch
-(:class:`streams.pipeline.Batch`): the ``consume`` task fetches batches with the pipeline's aiokafka consumer
-and sends each to the ``clean`` agent, which hands it on to ``window`` and then ``dead_letters``, which
-commits its offsets once every stage's writes were acknowledged and resolves it. Agents take their batches in
-fetch order, so batches are committed in that order; with two batches in flight, cleaning batch k+1 overlaps
-counting batch k. A rebalance waits until the batches in flight are committed (Pipeline.revoke). A stage
-that raises fails its batch; the task then crashes the app, and the next start replays from the last
-commit. Faust runs the process: uvloop, lifecycle and signals (SIGTERM finishes
-the batches in flight and commits them within :data:`STOP_TIMEOUT_SECONDS`), logging, the web server with
+(:class:`streams.pipeline.Batch`): the ``consume`` task fetches batches with the pipeline's broker (its
+aiokafka consumer) and sends each to the ``clean`` agent, which hands it on to ``window`` and then
+``dead_letters``; each runs one :meth:`streams.pipeline.Pipeline.step`, and the last step commits the batch's
+offsets once every stage's outputs were acknowledged and written (the commit protocol of streams/pipeline.py).
+Agents take their batches in fetch order, so batches are committed in that order; with two batches in flight,
+cleaning batch k+1 overlaps counting batch k. A rebalance waits until the batches in flight are committed
+(Pipeline.revoke). A stage that raises fails its batch; the task then crashes the app, and the next start
+replays from the last commit. Faust runs the process: uvloop, lifecycle and signals (SIGTERM finishes the
+batches in flight and commits them within :data:`STOP_TIMEOUT_SECONDS`), logging, the web server with
 ``/metrics`` and ``/health``, timers and the CLI.
 
 Why a task that owns the consumer and in-memory channels (design b), not a transport driver that hands
@@ -46,6 +47,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from dashboard.web import register as register_dashboard
 from satpulse import metrics
 from satpulse.settings import Settings, get_settings
+from satpulse.stages import Stage
 from sinks.retry import RetryStopped
 from streams.backfill import backfill_summary
 from streams.heap import HeapFreezer
@@ -80,39 +82,24 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     started_at = time.monotonic()
     stopped = asyncio.Event()  # set when the consume task returned (its batches committed or given up)
 
-    async def run_stage(stage: Any, batch: Batch, forward: Any) -> None:
-        """One stage of a batch, then hand it on to the ``forward`` agent or, after the last stage, commit and
-        resolve it; a failure fails the batch (nothing of it is committed)."""
-        if batch.done.done():  # failed in an earlier stage
-            return
-        try:
-            await stage(batch)
-            if forward is None:
-                await pipeline.commit(batch)
-        except BaseException as exc:
-            batch.done.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        if forward is None:
-            batch.done.set_result(None)
-        else:
-            await forward.send(value=batch)
-
+    # the stage chain: each agent runs one step of the commit protocol (Pipeline.step) and hands the batch on;
+    # the last step commits it
     @app.agent(app.channel(maxsize=MAX_IN_FLIGHT), name="dead_letters")
     async def dead_letters(batches: Any) -> None:
         async for batch in batches:
-            await run_stage(pipeline.dead_letter_stage, batch, None)
+            await pipeline.step(Stage.DEAD_LETTERS, batch)
 
     @app.agent(app.channel(maxsize=MAX_IN_FLIGHT), name="window")
     async def window(batches: Any) -> None:
         async for batch in batches:
-            await run_stage(pipeline.window_stage, batch, dead_letters)
+            if await pipeline.step(Stage.WINDOW, batch):
+                await dead_letters.send(value=batch)
 
     @app.agent(app.channel(maxsize=MAX_IN_FLIGHT), name="clean")
     async def clean(batches: Any) -> None:
         async for batch in batches:
-            await run_stage(pipeline.clean_stage, batch, window)
+            if await pipeline.step(Stage.CLEAN, batch):
+                await window.send(value=batch)
 
     @app.task  # type: ignore[untyped-decorator]
     async def consume() -> None:
