@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.aggregates import SKETCH_ALPHA, WindowAgg, duration_agg, merged, nearest_rank, sketch_quantile
+from domain.aggregates import WindowAgg, duration_agg, merged
+from domain.sketch import SKETCH_ALPHA, nearest_rank, sketch_quantile
 
 QUANTILES = (0.5, 0.9, 0.99)
 durations_ms = st.lists(st.integers(min_value=1, max_value=365 * 24 * 3600 * 1000), min_size=1, max_size=300)
