@@ -1,8 +1,9 @@
 """Phone/IVR surveys, e-mail survey replies, chat transcripts and social mentions -> raw submissions.
 
 Pure parsing functions (record or message -> list of submissions; :class:`ChannelError` for a record that cannot
-be read) and file readers that yield ``(origin, submissions | error)``; ``satpulse channel KIND FILE...``
-publishes them (docs/adapters.md#channel-files).
+be read), file readers that yield ``(origin, submissions | error)``, and :func:`emit_outcome`, which hands one
+outcome to the emit path (adapters/emit.py); ``satpulse channel KIND FILE...`` and the IMAP poller publish them
+(docs/adapters.md#channel-files).
 
 - IVR: post-call survey records (CSV or JSON / JSONL) with DTMF answers: the CSAT key press 1-5 (``*``, ``#``,
   empty or ``T`` = skipped), an optional "was your issue resolved" key (1 yes, 2 no), and call times.
@@ -23,6 +24,7 @@ import email
 import email.policy
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
@@ -30,6 +32,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlparse
+
+from adapters.emit import Emitter
+from satpulse.deadletter import Origin
 
 Submission = dict[str, Any]
 
@@ -319,3 +324,23 @@ def read_channel_file(kind: str, path: Path) -> Iterator[Outcome]:
             yield origin, parse(obj), None, original
         except ChannelError as exc:
             yield origin, None, str(exc), original
+
+
+def emit_outcome(outcome: Outcome, emitter: Emitter, counts: Counter[str]) -> None:
+    """Hand one record's outcome to ``emitter``: its submissions to the ingest topic or, when the record could not
+    be read, a dead letter with reason ``unparseable_payload`` and the record's origin. Counts ``records``,
+    ``events`` (published) and ``rejected`` (dead letters) in ``counts``. What the emitter's ``send`` raises
+    passes through (:class:`adapters.emit.Emitter`)."""
+    origin_ref, submissions, error, original = outcome
+    origin = Origin(ref=origin_ref)
+    counts["records"] += 1
+    emitter.received()
+    if submissions is None:
+        emitter.dead_letter("unparseable_payload", error or "", original, origin)
+        counts["rejected"] += 1
+        return
+    for submission in submissions:
+        if emitter.submission(submission, origin, original) is None:
+            counts["events"] += 1
+        else:
+            counts["rejected"] += 1

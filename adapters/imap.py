@@ -37,8 +37,8 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from adapters.channels import email_outcome
-from adapters.emit import Send, emit_outcome
+from adapters.channels import email_outcome, emit_outcome
+from adapters.emit import Emitter, IngestEncoder, Send
 from adapters.privacy import PrivacyPolicy
 from satpulse.settings import Settings
 
@@ -192,6 +192,7 @@ def poll_once(config: ImapConfig, checkpoints: Checkpoints, send: Send, flush: C
     """One pass over every mailbox: publish new messages, then (unless ``dry_run``) checkpoint and flag them.
     Counts ``records``, ``events``, ``rejected``. Raises ImapError, OSError, imaplib errors, PublishError."""
     counts: Counter[str] = Counter()
+    emitter = Emitter(STAGE, send, IngestEncoder(privacy))
     client = connect(config)
     try:
         for mailbox in config.mailboxes:
@@ -203,7 +204,7 @@ def poll_once(config: ImapConfig, checkpoints: Checkpoints, send: Send, flush: C
             for uid in state.uids:
                 raw = fetch(client, uid)
                 if raw is not None:
-                    emit_outcome(email_outcome(f"{origin}{uid}", raw), send, privacy, STAGE, counts)
+                    emit_outcome(email_outcome(f"{origin}{uid}", raw), emitter, counts)
             flush()  # raises unless the broker acknowledged everything: then nothing below happens
             if dry_run:
                 continue

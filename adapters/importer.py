@@ -7,7 +7,8 @@ and the events one row produces, each with conditions ("only when column X is no
 event Y"). Every event is validated with the cleaner's own rules (:func:`domain.clean.clean`, pure) before it is
 published, so an import reports at once what the pipeline would refuse (and which raw channels it would count as
 ``other``, which rating scales it does not know); refused events go to the dead-letter topic with their reason
-and origin ``path:record`` (stage ``import``), the rest to the ingest topic keyed by ticket id. Event ids are
+and origin ``path:record`` (stage ``import``), the rest to the ingest topic through the emit path
+(adapters/emit.py: privacy policy, key of the clean event, encoding). Event ids are
 ``{source}:{row id}:{event}``: importing a file twice publishes the same ids, which the pipeline deduplicates.
 """
 
@@ -19,7 +20,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,11 +29,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from adapters.jsonl import key_of
+from adapters.emit import Emitter, IngestEncoder, Send
 from adapters.privacy import PrivacyPolicy
 from domain.clean import Rejected, clean, normalise_channel
 from satpulse import metrics, topics
-from satpulse.deadletter import Origin, encode_dead_letter
+from satpulse.deadletter import Origin
 
 STAGE = "import"
 SUBMISSION_FIELDS = ("ticket_id", "agent", "team", "category", "product", "customer_id", "channel", "priority",
@@ -482,6 +483,26 @@ class ImportReport:
     channels: Counter[tuple[str, str]] = field(default_factory=Counter)  # published, by (raw, normalised) channel
     unknown_scales: Counter[str] = field(default_factory=Counter)  # events refused as unknown_scale, by scale
 
+    def count_row(self, published: int, rejected: list[str], unknown_scales: list[str]) -> None:
+        """Count one row that published ``published`` events and had events rejected for ``rejected`` (reasons,
+        one per event), in the report and in ``satpulse_import_rows_total{outcome}``."""
+        self.rejected_events.update(rejected)
+        self.rejected_rows.update(set(rejected))
+        self.unknown_scales.update(unknown_scales)
+        if not published and not rejected:
+            outcome = "no_event"
+            self.rows_without_events += 1
+        elif not published:
+            outcome = "rejected"
+            self.rows_rejected += 1
+        elif rejected:
+            outcome = "partial"
+            self.rows_partial += 1
+        else:
+            outcome = "published"
+            self.rows_published += 1
+        metrics.IMPORT_ROWS.labels(outcome).inc()
+
     @property
     def published(self) -> int:
         return sum(self.events.values())
@@ -514,9 +535,6 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counter.items())) or "none"
 
 
-Send = Callable[[str, bytes | None, bytes], None]
-
-
 class Progress:
     """A one-line progress bar on stderr, redrawn at most every 0.2 s."""
 
@@ -547,51 +565,37 @@ def run_import(path: Path, mapping: ImportMapping, send: Send, privacy: PrivacyP
                now_ms: int | None = None, future_tolerance_ms: int = 300_000,
                progress: Progress | None = None, ingest_topic: str | None = None,
                dead_letter_topic: str | None = None) -> ImportReport:
-    """Map every record of ``path`` and hand each message to ``send(topic, key, value)``: submissions to the
-    ingest topic, rejected events and unreadable records to the dead-letter topic. Raises MappingError before
-    sending anything when the mapping does not fit the file."""
+    """Map every record of ``path`` and hand each message to ``send(topic, key, value)`` through the emit path
+    (adapters/emit.py): submissions to the ingest topic, rejected events and unreadable records to the dead-letter
+    topic. Raises MappingError before sending anything when the mapping does not fit the file; what ``send``
+    raises passes through."""
     report = ImportReport()
-    privacy = privacy or PrivacyPolicy()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    ingest = ingest_topic or topics.INGEST
-    dead = dead_letter_topic or topics.DEAD_LETTER
+    emitter = Emitter(STAGE, send, IngestEncoder(privacy or PrivacyPolicy(), ingest_topic or topics.INGEST),
+                      dead_letter_topic or topics.DEAD_LETTER, now_ms=lambda: now_ms)
     with path.open("rb") as raw:
         counter = _Counting(raw)
         for number, row, original, error in _records(path, mapping, counter):
             report.rows += 1
-            metrics.EVENTS_IN.labels(STAGE).inc()
+            emitter.received()
             origin = Origin(ref=f"{path}:{number}")
             if row is None:
                 result = RowResult(rejected=[("row", "unparseable_payload", error or "unreadable record")])
             else:
                 result = map_row(mapping, row, number, now_ms, future_tolerance_ms)
-            for submission in result.submissions:
-                prepared = privacy.apply(submission)
-                send(ingest, key_of(prepared), json.dumps(prepared, ensure_ascii=False, sort_keys=True).encode())
-                kind = f"{submission['kind']}:{submission.get('status', 'rating')}"
-                report.events[kind] += 1
-                report.channels[(submission["channel"], normalise_channel(submission["channel"]))] += 1
-                metrics.EVENTS_OUT.labels(STAGE, submission["kind"]).inc()
             for event_name, reason, detail in result.rejected:
-                key, value = encode_dead_letter(reason, f"record {number}, event {event_name}: {detail}", STAGE,
-                                                original, origin, now_ms)
-                send(dead, key, value)
-                report.rejected_events[reason] += 1
-                metrics.DEAD_LETTERS.labels(STAGE, reason).inc()
-            for reason in {r for _, r, _ in result.rejected}:
-                report.rejected_rows[reason] += 1
-            report.unknown_scales.update(result.unknown_scales)
-            outcome = ("no_event" if not result.submissions and not result.rejected else
-                       "rejected" if not result.submissions else "partial" if result.rejected else "published")
-            if outcome == "no_event":
-                report.rows_without_events += 1
-            elif outcome == "rejected":
-                report.rows_rejected += 1
-            elif outcome == "partial":
-                report.rows_partial += 1
-            else:
-                report.rows_published += 1
-            metrics.IMPORT_ROWS.labels(outcome).inc()
+                emitter.dead_letter(reason, f"record {number}, event {event_name}: {detail}", original, origin)
+            rejected = [reason for _, reason, _ in result.rejected]
+            published = 0
+            for submission in result.submissions:
+                refused = emitter.submission(submission, origin, original)  # dead-lettered by the emitter if so
+                if refused is not None:
+                    rejected.append(refused)
+                    continue
+                published += 1
+                report.events[f"{submission['kind']}:{submission.get('status', 'rating')}"] += 1
+                report.channels[(submission["channel"], normalise_channel(submission["channel"]))] += 1
+            report.count_row(published, rejected, result.unknown_scales)
             if progress is not None:
                 progress.update(counter.count, report.rows)
     if progress is not None:

@@ -1,22 +1,23 @@
 """HTTP ingestion service (aiohttp): helpdesk webhooks -> raw submissions -> the ingest topic.
 
-Routes: ``POST /webhooks/{zendesk,freshdesk,intercom,helpscout,chatwoot,generic}``, ``GET /health``,
-``GET /metrics`` (the satpulse.metrics registry). For each webhook request, in this order (docs/adapters.md has
-the status table):
+Routes: ``POST /webhooks/{vendor}`` for every vendor of the configuration (adapters/vendors/registry.py by
+default), ``GET /health``, ``GET /metrics`` (the satpulse.metrics registry). For each webhook request, in this
+order (docs/adapters.md has the status table):
 
 1. body larger than ``ingest_max_body_bytes`` (Content-Length, then the bytes actually read) -> 413 body_too_large;
    a body stream that breaks (bad chunking, an undecodable Content-Encoding) -> 400 unreadable_body
-2. authentication as the vendor documents it (adapters/signatures.py) -> 401 with the reason
+2. authentication as the vendor declares it (adapters/vendors/<vendor>.py, adapters/signatures.py) -> 401 with
+   the reason
 3. the body, parsed once by :func:`parse_body`: over ``max_payload_bytes`` -> 400 too_large; not strict JSON
    (NaN, Infinity, a number beyond a double such as 1e999, a lone surrogate such as ``"\\ud800"``, not UTF-8)
    -> 400 invalid_json; deeper or larger than the limits of domain/limits.py -> 400 too_deep / too_large
-4. the vendor's payload -> submissions (adapters/vendors.py), the privacy policy and the encoding of each
-   message, in :func:`prepare_messages`: anything they raise -> 400 invalid_payload (logged once, with the
-   exception class)
+4. the vendor's payload -> submissions (the vendor's parser), the privacy policy, key and encoding of each
+   message (the emit path, :class:`adapters.emit.IngestEncoder`), in :func:`prepare_messages`: anything they raise
+   -> 400 invalid_payload (logged once, with the exception class)
 5. delivery already accepted (or in flight) within the replay window -> 409 replay; delivery ids
-   (:func:`adapters.signatures.delivery_id`) are held with :meth:`ReplayGuard.held`, which releases them on any
-   failure; accepted ids are also written to a sqlite3 file (adapters/replay_store.py, on its own thread), so a
-   restarted service refuses them too
+   (:meth:`adapters.vendors.declaration.Vendor.delivery_id`) are held with :meth:`ReplayGuard.held`, which
+   releases them on any failure; accepted ids are also written to a sqlite3 file (adapters/replay_store.py, on its
+   own thread), so a restarted service refuses them too
 6. publish every message with aiokafka's ``AIOKafkaProducer(acks="all", enable_idempotence=True)`` and wait for
    the broker's acknowledgement of each -> 202 ``{"accepted": n}``; no acknowledgement within
    ``ingest_publish_timeout_seconds`` or any error of the publisher -> 503 unavailable, and the delivery id is
@@ -32,43 +33,32 @@ with its traceback).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from adapters.jsonl import key_of
+from adapters.emit import IngestEncoder, IngestMessage, Message, StageMetrics
 from adapters.privacy import PrivacyPolicy
 from adapters.replay_store import SqliteReplayStore, ThreadedReplayStore
-from adapters.signatures import (
-    AUTH_REASONS,
-    AuthError,
-    Replayed,
-    ReplayGuard,
-    delivery_id,
-    verify_chatwoot,
-    verify_freshdesk,
-    verify_generic,
-    verify_helpscout,
-    verify_intercom,
-    verify_zendesk,
-)
-from adapters.vendors import PARSERS, PayloadError, Submission
+from adapters.signatures import AUTH_REASONS, AuthError, Replayed, ReplayGuard, Verifier
+from adapters.vendors.declaration import Vendor
+from adapters.vendors.payload import PayloadError
+from adapters.vendors.registry import VENDORS
 from domain.limits import DEFAULT_LIMITS, LIMIT_REASONS, Limits, payload_problem, value_problem
-from satpulse import metrics, topics
+from satpulse import metrics
 from satpulse.settings import Settings
 
 log = logging.getLogger(__name__)
 STAGE = "webhook"
-VENDORS: tuple[str, ...] = tuple(PARSERS)
-Message = tuple[str, bytes | None, bytes]  # topic, key, value
+STAGE_METRICS = StageMetrics(STAGE)
 
 
 class AsyncPublisher(Protocol):
@@ -121,53 +111,32 @@ class KafkaAsyncPublisher:
             raise PublishError(len(messages) - len(failures), len(messages), failures[0]) from failures[0]
 
 
-Verifier = Callable[[Mapping[str, str], bytes, float], None]
+class Endpoint(NamedTuple):
+    """One vendor's route: its declaration and its authentication check with the configured secrets."""
+
+    vendor: Vendor
+    verify: Verifier
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    verifiers: dict[str, Verifier]
+    endpoints: Mapping[str, Endpoint]  # by vendor name: /webhooks/{name}
     max_body_bytes: int
     publish_timeout_s: float
-    privacy: PrivacyPolicy
-    ingest_topic: str
+    encoder: IngestEncoder  # privacy policy, key, encoding, ingest topic
     limits: Limits = DEFAULT_LIMITS
 
 
-def _hmac_verifier(secret: str | None, check: Callable[[str, Mapping[str, str], bytes, float, float], None],
-                   tolerance_s: float) -> Verifier:
-    def verify(headers: Mapping[str, str], body: bytes, now: float) -> None:
-        if secret is None:
-            raise AuthError("not_configured", "no secret is configured for this vendor")
-        check(secret, headers, body, now, tolerance_s)
-    return verify
-
-
-def config_from_settings(settings: Settings) -> ServiceConfig:
-    def secret(value: Any) -> str | None:
-        return None if value is None else str(value.get_secret_value()) or None
-
+def config_from_settings(settings: Settings, vendors: Iterable[Vendor] = VENDORS.values()) -> ServiceConfig:
+    """The service's configuration: a route for each of ``vendors`` (the registry by default) with its secrets
+    from ``settings``. Raises AttributeError naming a vendor's secret setting that Settings does not have."""
     tolerance = float(settings.ingest_signature_tolerance_seconds)
-    token = secret(settings.freshdesk_webhook_token)
-    password = secret(settings.freshdesk_basic_password)
-    basic = (settings.freshdesk_basic_user, password) if settings.freshdesk_basic_user and password else None
-
-    def freshdesk(headers: Mapping[str, str], body: bytes, now: float) -> None:
-        verify_freshdesk(token, basic, headers)
-
     return ServiceConfig(
-        verifiers={
-            "zendesk": _hmac_verifier(secret(settings.zendesk_webhook_secret), verify_zendesk, tolerance),
-            "intercom": _hmac_verifier(secret(settings.intercom_client_secret), verify_intercom, tolerance),
-            "helpscout": _hmac_verifier(secret(settings.helpscout_webhook_secret), verify_helpscout, tolerance),
-            "chatwoot": _hmac_verifier(secret(settings.chatwoot_webhook_secret), verify_chatwoot, tolerance),
-            "generic": _hmac_verifier(secret(settings.generic_webhook_secret), verify_generic, tolerance),
-            "freshdesk": freshdesk,
-        },
+        endpoints={vendor.name: Endpoint(vendor, vendor.authentication.verifier(settings, tolerance))
+                   for vendor in vendors},
         max_body_bytes=settings.ingest_max_body_bytes,
         publish_timeout_s=settings.ingest_publish_timeout_seconds,
-        privacy=PrivacyPolicy(settings.redact_personal_data, settings.pseudonymisation_key),
-        ingest_topic=topics.INGEST,
+        encoder=IngestEncoder(PrivacyPolicy(settings.redact_personal_data, settings.pseudonymisation_key)),
         limits=settings.input_limits(),
     )
 
@@ -238,30 +207,19 @@ def parse_body(body: bytes, limits: Limits) -> Any:
     return value
 
 
-def encode_submission(submission: Submission) -> bytes:
-    """Compact JSON with sorted keys. Raises ValueError on a non-finite float (never written as NaN/Infinity)."""
-    return json.dumps(submission, ensure_ascii=False, separators=(",", ":"), sort_keys=True,
-                      allow_nan=False).encode()
-
-
-def prepare_messages(vendor: str, payload: Any, event: str | None,
-                     config: ServiceConfig) -> list[tuple[str, Message]]:
-    """The vendor's submissions of ``payload`` with the privacy policy applied, encoded for the ingest topic, as
-    ``(kind, message)`` pairs (kind: ``ticket`` or ``feedback``, a bounded metric label whatever a generic sender
-    wrote). Depends on nothing but the payload (and ``event``, the X-HelpScout-Event header), so whatever the
-    mapping raises -- a :class:`PayloadError` or any other exception -- is the payload's fault: raises
-    :class:`Refusal` 400 invalid_payload, logged once with the exception class."""
+def prepare_messages(vendor: Vendor, payload: Any, event: str | None,
+                     encoder: IngestEncoder) -> list[IngestMessage]:
+    """The vendor's submissions of ``payload`` through the emit path's encoder (privacy policy, key, strict JSON),
+    each with its ``kind`` metric label. Depends on nothing but the payload (and ``event``, the vendor's event
+    header), so whatever the mapping or the encoding raises -- a :class:`PayloadError` or any other exception --
+    is the payload's fault: raises :class:`Refusal` 400 invalid_payload, logged once with the exception class."""
     try:
-        prepared = []
-        for submission in PARSERS[vendor](payload, event):
-            private = config.privacy.apply(submission)
-            kind = "ticket" if private.get("kind") == "ticket" else "feedback"
-            prepared.append((kind, (config.ingest_topic, key_of(private), encode_submission(private))))
-        return prepared
+        return [encoder.encode(submission) for submission in vendor.parse(payload, event)]
     except Exception as exc:
         expected = isinstance(exc, PayloadError)
-        log.warning("%s payload refused (%s): %s", vendor, type(exc).__name__, exc, exc_info=not expected)
-        detail = str(exc) if expected else f"the payload cannot be mapped ({type(exc).__name__})"
+        cause = exc.__cause__ if exc.__cause__ is not None else exc  # adapters.emit.Unpublishable: what it wraps
+        log.warning("%s payload refused (%s): %s", vendor.name, type(cause).__name__, exc, exc_info=not expected)
+        detail = str(exc) if expected else f"the payload cannot be mapped ({type(cause).__name__})"
         raise Refusal("invalid_payload", detail) from exc
 
 
@@ -286,24 +244,29 @@ def _answer(vendor: str, status: int, outcome: str, reason: str, **body: Any) ->
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def answer_every_webhook(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turns a :class:`Refusal` into its counted answer and any other exception of a webhook handler into a
-    counted 500 internal_error (logged with its traceback): no webhook request is left uncounted, and no
-    exception reaches aiohttp. Requests to other routes, and to unknown vendors, pass through uncounted."""
-    vendor = request.match_info.get("vendor")
-    if vendor not in VENDORS:
-        return await handler(request)
-    started = time.perf_counter()
-    try:
-        return await handler(request)
-    except Refusal as refusal:
-        return _answer(vendor, refusal.status, "refused", refusal.reason, detail=refusal.detail)
-    except Exception:
-        log.exception("unexpected failure answering a %s webhook", vendor)
-        return _answer(vendor, 500, "failed", "internal_error", detail="unexpected failure of the service")
-    finally:
-        metrics.INGEST_REQUEST_SECONDS.labels(vendor).observe(time.perf_counter() - started)
+def answer_every_webhook(vendors: Iterable[str]) -> Middleware:
+    """The middleware that turns a :class:`Refusal` into its counted answer and any other exception of a webhook
+    handler of one of ``vendors`` into a counted 500 internal_error (logged with its traceback): no webhook
+    request is left uncounted, and no exception reaches aiohttp. Requests to other routes, and to unknown
+    vendors, pass through uncounted."""
+    known = frozenset(vendors)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        vendor = request.match_info.get("vendor")
+        if vendor not in known:
+            return await handler(request)
+        started = time.perf_counter()
+        try:
+            return await handler(request)
+        except Refusal as refusal:
+            return _answer(vendor, refusal.status, "refused", refusal.reason, detail=refusal.detail)
+        except Exception:
+            log.exception("unexpected failure answering a %s webhook", vendor)
+            return _answer(vendor, 500, "failed", "internal_error", detail="unexpected failure of the service")
+        finally:
+            metrics.INGEST_REQUEST_SECONDS.labels(vendor).observe(time.perf_counter() - started)
+    return middleware
 
 
 def create_app(config: ServiceConfig, publisher: AsyncPublisher, guard: ReplayGuard,
@@ -315,25 +278,27 @@ def create_app(config: ServiceConfig, publisher: AsyncPublisher, guard: ReplayGu
 
     async def webhook(request: web.Request) -> web.Response:
         """Raises :class:`Refusal` for every answer but 202 (answered by :func:`answer_every_webhook`)."""
-        vendor = request.match_info["vendor"]
-        if vendor not in VENDORS:
-            raise web.HTTPNotFound(text=f"unknown vendor {vendor!r}; known: {', '.join(VENDORS)}")
+        endpoint = config.endpoints.get(request.match_info["vendor"])
+        if endpoint is None:
+            raise web.HTTPNotFound(text=f"unknown vendor {request.match_info['vendor']!r}; "
+                                        f"known: {', '.join(config.endpoints)}")
+        vendor = endpoint.vendor
         body = await _read_body(request, config.max_body_bytes)
         now = clock()
-        _authenticate(config.verifiers[vendor], request.headers, body, now)
+        _authenticate(endpoint.verify, request.headers, body, now)
         payload = parse_body(body, config.limits)
-        prepared = prepare_messages(vendor, payload, request.headers.get("X-HelpScout-Event"), config)
-        delivery = delivery_id(vendor, request.headers, body, payload)
+        prepared = prepare_messages(vendor, payload, vendor.event(request.headers), config.encoder)
+        delivery = vendor.delivery_id(request.headers, body, payload)
         try:
             with guard.held(delivery, now):  # released by construction if anything in the block raises
-                metrics.EVENTS_IN.labels(STAGE).inc(len(prepared))
-                await _publish(publisher, [message for _, message in prepared], config.publish_timeout_s)
+                STAGE_METRICS.received(len(prepared))
+                await _publish(publisher, [message for message, _ in prepared], config.publish_timeout_s)
         except Replayed:
             raise Refusal("replay", "delivery already accepted") from None
         await _remember(delivery, now)
-        for kind, _ in prepared:
-            metrics.EVENTS_OUT.labels(STAGE, kind).inc()
-        return _answer(vendor, 202, "accepted", "ok", accepted=len(prepared))
+        for _, kind in prepared:
+            STAGE_METRICS.passed_on(kind)
+        return _answer(vendor.name, 202, "accepted", "ok", accepted=len(prepared))
 
     async def _remember(delivery: str, now: float) -> None:
         """Write the accepted id to the replay store; a failure is logged, the answer stays 202 (Kafka holds
@@ -346,7 +311,7 @@ def create_app(config: ServiceConfig, publisher: AsyncPublisher, guard: ReplayGu
             log.error("could not persist delivery id %s: %r", delivery, exc)
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "vendors": list(VENDORS)})
+        return web.json_response({"status": "ok", "vendors": list(config.endpoints)})
 
     async def metrics_view(request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(metrics.REGISTRY))
@@ -354,7 +319,8 @@ def create_app(config: ServiceConfig, publisher: AsyncPublisher, guard: ReplayGu
         return response
 
     # aiohttp's own limit is set above ours so that our 413 (with the reason, counted) answers first
-    app = web.Application(client_max_size=config.max_body_bytes + 1024 * 1024, middlewares=[answer_every_webhook])
+    app = web.Application(client_max_size=config.max_body_bytes + 1024 * 1024,
+                          middlewares=[answer_every_webhook(config.endpoints)])
     app.router.add_post("/webhooks/{vendor}", webhook)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_view)

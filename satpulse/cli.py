@@ -105,8 +105,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_channel(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from adapters.channels import read_channel_file
-    from adapters.emit import Send, emit_outcome
+    from adapters.channels import emit_outcome, read_channel_file
+    from adapters.emit import Emitter, IngestEncoder, Send
     from adapters.privacy import PrivacyPolicy
     from satpulse import topics
     from satpulse.settings import get_settings
@@ -124,9 +124,10 @@ def _cmd_channel(args: argparse.Namespace) -> int:
     stage = f"channel-{args.kind}"
 
     def run(send: Send) -> None:
+        emitter = Emitter(stage, send, IngestEncoder(privacy))
         for path in args.files:
             for outcome in read_channel_file(args.kind, Path(path)):
-                emit_outcome(outcome, send, privacy, stage, counts)
+                emit_outcome(outcome, emitter, counts)
 
     if args.dry_run:
         def show(topic: str, key: bytes | None, value: bytes) -> None:

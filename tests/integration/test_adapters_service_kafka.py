@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from adapters import signatures as sig
 from adapters.publisher import ensure_topics
 from adapters.service import KafkaAsyncPublisher, config_from_settings, create_app
+from adapters.vendors import helpscout, intercom, zendesk
 from satpulse import topics
 from satpulse.settings import get_settings
 from tests.integration.offline import read_topic
@@ -37,16 +38,16 @@ def signed(vendor: str, body: bytes, event: str | None, secret: str | None = Non
     headers = {"Content-Type": "application/json"}
     if vendor == "zendesk":
         ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-        headers |= {"X-Zendesk-Webhook-Signature": sig.sign_zendesk(secret, ts, body),
+        headers |= {"X-Zendesk-Webhook-Signature": zendesk.sign(secret, ts, body),
                     "X-Zendesk-Webhook-Signature-Timestamp": ts}
     elif vendor == "intercom":
-        headers["X-Hub-Signature"] = sig.sign_intercom(secret, body)
+        headers["X-Hub-Signature"] = intercom.sign(secret, None, body)
     elif vendor == "helpscout":
-        headers["X-HelpScout-Signature"] = sig.sign_helpscout(secret, body)
+        headers["X-HelpScout-Signature"] = helpscout.sign(secret, None, body)
     elif vendor in ("chatwoot", "generic"):
         prefix = "Chatwoot" if vendor == "chatwoot" else "Satpulse"
         headers |= {f"X-{prefix}-Timestamp": str(now),
-                    f"X-{prefix}-Signature": sig.sign_timestamped_sha256(secret, str(now), body),
+                    f"X-{prefix}-Signature": sig.sign_timestamp_dot_body_sha256(secret, str(now), body),
                     f"X-{prefix}-Delivery": uuid.uuid4().hex}
     else:
         headers["Authorization"] = "Basic " + base64.b64encode(f"fd:{secret}".encode()).decode()
@@ -65,7 +66,8 @@ async def exchange(topic: str, requests: list[tuple[str, bytes, dict[str, str]]]
                                                                                       "chatwoot", "generic")},
         "intercom_client_secret": SecretStr(SECRETS["intercom"]), "freshdesk_basic_user": "fd",
         "freshdesk_basic_password": SecretStr(SECRETS["freshdesk"]), "ingest_max_body_bytes": 64 * 1024})
-    config = dataclasses.replace(config_from_settings(settings), ingest_topic=topic)
+    config = config_from_settings(settings)
+    config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, topic=topic))
     publisher = KafkaAsyncPublisher(settings)
     await publisher.start()
     try:
