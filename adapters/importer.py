@@ -1,15 +1,16 @@
 """Historical import: CSV / JSONL exports -> raw submissions, driven by a declarative YAML mapping.
 
-``satpulse import FILE --mapping M.yaml [--dry-run]``. The mapping (docs/adapters.md#import-mappings) names the
-columns of each field, how to read timestamps (strptime formats, day-first included, ``iso``, ``epoch``,
-``epoch_ms``; date and time in separate columns; offsets added from duration columns), the time zone, value maps,
-and the events one row produces, each with conditions ("only when column X is not empty") and checks ("not before
-event Y"). Every event is validated with the cleaner's own rules (:func:`domain.clean.clean`, pure) before it is
-published, so an import reports at once what the pipeline would refuse (and which raw channels it would count as
-``other``, which rating scales it does not know); refused events go to the dead-letter topic with their reason
-and origin ``path:record`` (stage ``import``), the rest to the ingest topic through the emit path
-(adapters/emit.py: privacy policy, key of the clean event, encoding). Event ids are
-``{source}:{row id}:{event}``: importing a file twice publishes the same ids, which the pipeline deduplicates.
+``satpulse import FILE --mapping M.yaml [--dry-run]``. The mapping (adapters/mapping.py,
+docs/adapters.md#import-mappings) names the columns of each field, how to read timestamps (strptime formats,
+day-first included, ``iso``, ``epoch``, ``epoch_ms``; date and time in separate columns; offsets added from
+duration columns), the time zone, value maps, and the events one row produces, each with conditions ("only when
+column X is not empty") and checks ("not before event Y"). Every event is validated with the cleaner's own rules
+(:func:`domain.clean.clean`, pure) before it is published, so an import reports at once what the pipeline would
+refuse (and which raw channels it would count as ``other``, which rating scales it does not know); refused
+events go to the dead-letter topic with their reason and origin ``path:record`` (stage ``import``), the rest to
+the ingest topic through the emit path (adapters/emit.py: privacy policy, key of the clean event, encoding).
+Event ids are ``{source}:{row id}:{event}``: importing a file twice publishes the same ids, which the pipeline
+deduplicates.
 """
 
 from __future__ import annotations
@@ -25,25 +26,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-import yaml
+from zoneinfo import ZoneInfo
 
 from adapters.emit import Emitter, IngestEncoder, Send
+from adapters.mapping import DURATION_UNITS, ImportMapping, MappingError, lookup
 from adapters.privacy import PrivacyPolicy
 from domain.clean import Rejected, clean, normalise_channel
 from satpulse import metrics, topics
 from satpulse.deadletter import Origin
 
 STAGE = "import"
-SUBMISSION_FIELDS = ("ticket_id", "agent", "team", "category", "product", "customer_id", "channel", "priority",
-                     "comment")
-_UNITS = {"s": 1.0, "seconds": 1.0, "ms": 0.001, "min": 60.0, "minutes": 60.0, "h": 3600.0, "hours": 3600.0,
-          "d": 86400.0, "days": 86400.0}
-
-
-class MappingError(ValueError):
-    """The mapping file is wrong (unknown key, missing column, bad format); raised before anything is read."""
 
 
 class RowError(ValueError):
@@ -53,236 +45,6 @@ class RowError(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-# --- the mapping --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FieldSpec:
-    column: str | None = None
-    value: str | None = None  # a constant
-    map: dict[str, str] = field(default_factory=dict)  # value map, applied after stripping
-
-    def get(self, row: Mapping[str, Any]) -> str | None:
-        raw = self.value if self.column is None else _lookup(row, self.column)
-        if raw is None:
-            return None
-        text = str(raw).strip()
-        if not text:
-            return None
-        return self.map.get(text, text)
-
-
-@dataclass(frozen=True)
-class TimeSpec:
-    columns: tuple[str, ...] = ()
-    join: str = " "
-    formats: tuple[str, ...] = ("iso",)
-    timezone: str | None = None
-    base: str | None = None  # another time of the row
-    plus: tuple[tuple[str, str], ...] = ()  # (column, unit) durations added
-
-
-@dataclass(frozen=True)
-class Condition:
-    column: str
-    op: str  # not_empty, empty, equals, not_equals, in
-    values: tuple[str, ...] = ()
-
-    def holds(self, row: Mapping[str, Any]) -> bool:
-        raw = _lookup(row, self.column)
-        text = "" if raw is None else str(raw).strip()
-        if self.op == "not_empty":
-            return text != ""
-        if self.op == "empty":
-            return text == ""
-        if self.op in ("equals", "in"):
-            return text in self.values
-        return text not in self.values  # not_equals
-
-
-@dataclass(frozen=True)
-class Check:
-    not_before: str  # the event's time must not be before this time of the row (when that time is present)
-    reason: str
-
-
-@dataclass(frozen=True)
-class EventSpec:
-    name: str
-    kind: str
-    time: str
-    status: str | None = None
-    when: tuple[Condition, ...] = ()
-    checks: tuple[Check, ...] = ()
-    rating: FieldSpec | None = None
-    scale: str | None = None
-    fields: dict[str, FieldSpec] = field(default_factory=dict)  # overrides of the row's fields
-
-
-@dataclass(frozen=True)
-class ImportMapping:
-    name: str
-    source: str
-    format: str | None
-    delimiter: str
-    encoding: str
-    timezone: str
-    row_id: FieldSpec | None
-    fields: dict[str, FieldSpec]
-    times: dict[str, TimeSpec]
-    events: tuple[EventSpec, ...]
-
-    def columns(self) -> set[str]:
-        """Every top-level column the mapping reads (checked against the CSV header before reading)."""
-        names: set[str] = set()
-        specs = [*self.fields.values(), *(f for e in self.events for f in e.fields.values())]
-        specs += [e.rating for e in self.events if e.rating is not None]
-        if self.row_id is not None:
-            specs.append(self.row_id)
-        names.update(s.column for s in specs if s.column is not None)
-        for t in self.times.values():
-            names.update(t.columns)
-            names.update(c for c, _ in t.plus)
-        names.update(c.column for e in self.events for c in e.when)
-        return {n.split(".")[0] for n in names}
-
-
-def _lookup(row: Mapping[str, Any], column: str) -> Any:
-    if column in row:
-        return row[column]
-    value: Any = row
-    for part in column.split("."):  # dotted path into nested JSONL objects
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def _field(spec: object, where: str) -> FieldSpec:
-    if isinstance(spec, str):
-        return FieldSpec(column=spec)
-    if not isinstance(spec, dict):
-        raise MappingError(f"{where}: expected a column name or {{column|value, map}}")
-    unknown = set(spec) - {"column", "value", "map"}
-    if unknown or ("column" in spec) == ("value" in spec):
-        raise MappingError(f"{where}: needs exactly one of column/value (and optionally map); got {sorted(spec)}")
-    value_map = spec.get("map") or {}
-    if not isinstance(value_map, dict):
-        raise MappingError(f"{where}.map must be a mapping")
-    return FieldSpec(column=None if spec.get("column") is None else str(spec["column"]),
-                     value=None if spec.get("value") is None else str(spec["value"]),
-                     map={str(k): str(v) for k, v in value_map.items()})
-
-
-def _condition(spec: object, where: str) -> Condition:
-    if not isinstance(spec, dict) or "column" not in spec:
-        raise MappingError(f"{where}: a condition is {{column: X, not_empty|empty: true | equals|not_equals: v | "
-                           f"in: [...]}}")
-    ops = [op for op in ("not_empty", "empty", "equals", "not_equals", "in") if op in spec]
-    if len(ops) != 1 or set(spec) - {"column", *ops}:
-        raise MappingError(f"{where}: exactly one operator expected, got {sorted(spec)}")
-    op = ops[0]
-    raw = spec[op]
-    values = tuple(str(v) for v in raw) if op == "in" and isinstance(raw, list) else (str(raw),)
-    return Condition(str(spec["column"]), op, values if op in ("equals", "not_equals", "in") else ())
-
-
-def _zone(name: str, where: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise MappingError(f"{where}: unknown time zone {name!r}") from None
-    return name
-
-
-def load_mapping(path: Path) -> ImportMapping:
-    """Read and check a mapping file. Raises MappingError naming the problem."""
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise MappingError(f"cannot read mapping {path}: {exc}") from None
-    return parse_mapping(doc, str(path))
-
-
-def parse_mapping(doc: object, where: str = "mapping") -> ImportMapping:
-    if not isinstance(doc, dict):
-        raise MappingError(f"{where}: expected a mapping at the top level")
-    allowed = {"name", "description", "source", "format", "delimiter", "encoding", "timezone", "row_id", "fields",
-               "times", "events"}
-    if set(doc) - allowed:
-        raise MappingError(f"{where}: unknown keys {sorted(set(doc) - allowed)}")
-    timezone = _zone(str(doc.get("timezone", "UTC")), f"{where}.timezone")
-    times: dict[str, TimeSpec] = {}
-    for name, spec in (doc.get("times") or {}).items():
-        w = f"{where}.times.{name}"
-        if not isinstance(spec, dict) or set(spec) - {"column", "columns", "join", "format", "formats", "timezone",
-                                                      "base", "plus"}:
-            raise MappingError(f"{w}: expected {{column(s), format(s), timezone, base, plus}}")
-        columns = tuple(spec["columns"]) if "columns" in spec else ((spec["column"],) if "column" in spec else ())
-        if bool(columns) == ("base" in spec):
-            raise MappingError(f"{w}: needs either column(s) or base")
-        formats = spec.get("formats") or ([spec["format"]] if "format" in spec else ["iso"])
-        plus = []
-        for item in spec.get("plus") or []:
-            if not isinstance(item, dict) or "column" not in item or str(item.get("unit", "s")) not in (
-                    *_UNITS, "hms"):
-                raise MappingError(f"{w}.plus: items are {{column, unit: s|ms|min|h|d|hms}}")
-            plus.append((str(item["column"]), str(item.get("unit", "s"))))
-        times[str(name)] = TimeSpec(
-            columns=tuple(str(c) for c in columns), join=str(spec.get("join", " ")),
-            formats=tuple(str(f) for f in formats),
-            timezone=_zone(str(spec["timezone"]), w) if "timezone" in spec else None,
-            base=None if spec.get("base") is None else str(spec["base"]), plus=tuple(plus))
-    for name, t in times.items():
-        if t.base is not None and t.base not in times:
-            raise MappingError(f"{where}.times.{name}.base: unknown time {t.base!r}")
-    fields = {str(k): _field(v, f"{where}.fields.{k}") for k, v in (doc.get("fields") or {}).items()}
-    for name in fields:
-        if name not in SUBMISSION_FIELDS:
-            raise MappingError(f"{where}.fields: {name!r} is not a submission field ({', '.join(SUBMISSION_FIELDS)})")
-    if "channel" not in fields:
-        raise MappingError(f"{where}.fields.channel is required (a column or a constant value)")
-    events: list[EventSpec] = []
-    for index, spec in enumerate(doc.get("events") or []):
-        w = f"{where}.events[{index}]"
-        if not isinstance(spec, dict):
-            raise MappingError(f"{w}: expected a mapping")
-        kind = str(spec.get("kind", "feedback"))
-        if kind not in ("feedback", "ticket"):
-            raise MappingError(f"{w}.kind must be feedback or ticket")
-        if spec.get("time") not in times:
-            raise MappingError(f"{w}.time must name one of times: {sorted(times)}")
-        if kind == "ticket" and not spec.get("status"):
-            raise MappingError(f"{w}: a ticket event needs a status")
-        rating = spec.get("rating")
-        if rating is not None and (not isinstance(rating, dict) or "scale" not in rating):
-            raise MappingError(f"{w}.rating: expected {{column, scale, map}}")
-        checks = []
-        for check in spec.get("checks") or []:
-            if not isinstance(check, dict) or check.get("not_before") not in times or "reason" not in check:
-                raise MappingError(f"{w}.checks: items are {{not_before: <time>, reason: <code>}}")
-            checks.append(Check(str(check["not_before"]), str(check["reason"])))
-        events.append(EventSpec(
-            name=str(spec.get("name") or spec.get("status") or kind), kind=kind, time=str(spec["time"]),
-            status=None if spec.get("status") is None else str(spec["status"]),
-            when=tuple(_condition(c, f"{w}.when") for c in spec.get("when") or []), checks=tuple(checks),
-            rating=None if rating is None else _field({k: v for k, v in rating.items() if k != "scale"}, f"{w}.rating"),
-            scale=None if rating is None else str(rating["scale"]),
-            fields={str(k): _field(v, f"{w}.fields.{k}") for k, v in (spec.get("fields") or {}).items()}))
-    if not events:
-        raise MappingError(f"{where}.events: at least one event is required")
-    names = [e.name for e in events]
-    if len(set(names)) != len(names):
-        raise MappingError(f"{where}.events: event names must be unique, got {names}")
-    fmt = doc.get("format")
-    if fmt not in (None, "csv", "jsonl"):
-        raise MappingError(f"{where}.format must be csv or jsonl")
-    return ImportMapping(
-        name=str(doc.get("name", where)), source=str(doc.get("source") or doc.get("name") or "import"),
-        format=fmt, delimiter=str(doc.get("delimiter", ",")), encoding=str(doc.get("encoding", "utf-8")),
-        timezone=timezone, row_id=None if doc.get("row_id") is None else _field(doc["row_id"], f"{where}.row_id"),
-        fields=fields, times=times, events=tuple(events))
 
 
 # --- rows -> submissions ------------------------------------------------------------------------------------
@@ -297,7 +59,7 @@ def parse_duration(text: str, unit: str) -> float:
         for part in parts:
             seconds = seconds * 60 + part
         return seconds
-    return float(text) * _UNITS[unit]
+    return float(text) * DURATION_UNITS[unit]
 
 
 def parse_time(text: str, formats: tuple[str, ...], zone: str) -> datetime:
@@ -340,7 +102,7 @@ class _RowTimes:
             if base is None:
                 return None
         else:
-            parts = [str(_lookup(self._row, c) or "").strip() for c in spec.columns]
+            parts = [str(lookup(self._row, c) or "").strip() for c in spec.columns]
             if not all(parts):
                 return None
             text = spec.join.join(parts)
@@ -348,14 +110,15 @@ class _RowTimes:
                 base = parse_time(text, spec.formats, spec.timezone or self._mapping.timezone)
             except ValueError as exc:
                 raise RowError("bad_timestamp", f"time {name!r}: {exc}") from None
-        for column, unit in spec.plus:
-            raw = str(_lookup(self._row, column) or "").strip()
+        for duration in spec.plus:
+            raw = str(lookup(self._row, duration.column) or "").strip()
             if not raw:
                 return None
             try:
-                base = base + timedelta(seconds=parse_duration(raw, unit))
+                base = base + timedelta(seconds=parse_duration(raw, duration.unit))
             except (ValueError, OverflowError) as exc:
-                raise RowError("bad_timestamp", f"time {name!r}: duration {column}={raw!r}: {exc}") from None
+                raise RowError("bad_timestamp",
+                               f"time {name!r}: duration {duration.column}={raw!r}: {exc}") from None
         return base
 
 
@@ -401,7 +164,7 @@ def map_row(mapping: ImportMapping, row: Mapping[str, Any], number: int, now_ms:
         if event.rating is not None:
             value = event.rating.get(row)
             if value is not None:
-                submission.update(rating_value=value, rating_scale=event.scale)
+                submission.update(rating_value=value, rating_scale=event.rating.scale)
         try:
             clean(submission, now_ms, future_tolerance_ms)
         except Rejected as exc:

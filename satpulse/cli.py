@@ -69,7 +69,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from adapters.importer import MappingError, Progress, load_mapping, run_import
+    from adapters.importer import Progress, run_import
+    from adapters.mapping import MappingError, load_mapping
     from adapters.privacy import PrivacyPolicy
     from satpulse import topics
     from satpulse.settings import get_settings

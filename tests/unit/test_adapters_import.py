@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters.importer import ImportReport, MappingError, load_mapping, parse_mapping, run_import
+from adapters.importer import ImportReport, run_import
+from adapters.mapping import MappingError, load_mapping, parse_mapping
 from domain.clean import clean
 from satpulse import cli, codec
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from adapters.importer import load_mapping, parse_mapping, run_import
+from adapters.importer import run_import
+from adapters.mapping import load_mapping, parse_mapping
 from satpulse import cli
 
 ROOT = Path(__file__).resolve().parents[2]
