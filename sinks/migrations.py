@@ -5,6 +5,10 @@ while workers run, and every worker applies it at start-up (:func:`migrate`); on
 (:class:`Rekey`) needs every worker stopped, so a worker refuses to start while one is pending for a table that
 holds data (:class:`MigrationRequired`) and ``satpulse migrate`` applies it (``migrate(ch, rebuild=True)``).
 
+After the numbered migrations, a derived step adds every column the domain declares that a table lacks
+(:data:`sinks.declared_columns.DECLARED_COLUMNS`: a new field of ``WindowAgg``, a new dimension), so adding
+one needs no hand-written ALTER. Released steps keep the columns of their time.
+
 Runs on ClickHouse 18.16 (Debian) and current ClickHouse (chDB, docker-compose) alike, so it avoids
 DateTime64, ``IF NOT EXISTS`` on columns and dedup tokens. Idempotence comes from the table design:
 ReplacingMergeTree keyed by identity — window cells by cell and source, versioned by source offset; clean
@@ -13,11 +17,16 @@ events by event (since migration 5), the copy at the earliest offset winning —
 
 from __future__ import annotations
 
+import logging
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sinks.clickhouse import ClickHouse, ClickHouseError
+from sinks.declared_columns import DECLARED_COLUMNS, Column
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -211,8 +220,8 @@ class MigrationRequired(Exception):
 
 
 def migrate(ch: ClickHouse, rebuild: bool = False) -> list[int]:
-    """Apply every migration not yet recorded, in order; returns the versions applied now. Blocks; raises
-    ClickHouseError.
+    """Apply every migration not yet recorded, in order, then add the declared columns the tables lack
+    (:func:`add_declared_columns`); returns the versions applied now. Blocks; raises ClickHouseError.
 
     Without ``rebuild`` (a worker's start-up): raises MigrationRequired, before changing anything, when a
     pending migration would rebuild a table that holds rows (live workers may be writing to it); a rebuild of
@@ -232,7 +241,23 @@ def migrate(ch: ClickHouse, rebuild: bool = False) -> list[int]:
     for version, steps in pending:
         _apply(ch, steps)
         ch.insert(f"{db}.schema_migrations", ("version", "applied_at"), [(version, int(time.time()))])
+    for added in add_declared_columns(ch):
+        log.info("added declared column %s", added)
     return [version for version, _ in pending]
+
+
+def add_declared_columns(ch: ClickHouse, declared: Mapping[str, Sequence[Column]] = DECLARED_COLUMNS) -> list[str]:
+    """Add each column of ``declared`` (table -> columns) its existing table lacks, with its declared type;
+    returns them as ``table.column``. Safe while workers write and concurrently (:class:`AddColumn`); rows
+    already stored read the type's default (0, ``[]``, NULL), which the decoders take as nothing counted."""
+    existing = {(str(table), str(name)) for table, name in ch.query(
+        "SELECT table, name FROM system.columns WHERE database = %(d)s", {"d": ch.database})}
+    tables = {table for table, _ in existing}  # a table not created yet gets its columns once it is
+    missing = [AddColumn(table, c.name, c.type) for table, columns in declared.items() if table in tables
+               for c in columns if (table, c.name) not in existing]
+    for step in missing:
+        _add_column(ch, step)
+    return [f"{step.table}.{step.column}" for step in missing]
 
 
 def describe(version: int) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from domain.aggregates import WindowAgg
 from domain.entities import DIMENSION_FIELDS
 from sinks.clickhouse import ClickHouse
-from sinks.window_store import MERGED_AGG_SQL, agg_from_row
+from sinks.declared_columns import CELLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +33,13 @@ def windows(ch: ClickHouse, dimension: str, cell_seconds: int, rollup_seconds: i
     if size % cell_seconds:
         raise ValueError(f"roll-up {size}s is not a multiple of the cell size {cell_seconds}s")
     rows = ch.query(
-        f"SELECT dimension_value, intDiv(toUInt32(window_start), %(size)s) * %(size)s AS ws, {MERGED_AGG_SQL} "
+        f"SELECT dimension_value, intDiv(toUInt32(window_start), %(size)s) * %(size)s AS ws, {CELLS.merged_sql} "
         f"FROM {ch.database}.window_cells FINAL "
         "WHERE dimension = %(d)s AND window_seconds = %(w)s "
         "AND toUInt32(window_start) >= %(f)s AND toUInt32(window_start) < %(t)s "
         "GROUP BY dimension_value, ws ORDER BY dimension_value, ws",
         {"d": dimension, "w": cell_seconds, "f": from_s, "t": to_s, "size": size})
-    out = [WindowRow(str(r[0]), int(r[1]), agg_from_row(r[2:])) for r in rows]
+    out = [WindowRow(str(r[0]), int(r[1]), CELLS.decode(r[2:])) for r in rows]
     return [row for row in out if not row.agg.is_empty()]  # cells emptied by withdrawn contributions
 
 

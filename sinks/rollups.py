@@ -21,16 +21,16 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from domain.windows import Source
 from sinks.clickhouse import ClickHouse, ClickHouseError
-from sinks.window_store import CELL_COLUMNS, MERGED_AGG_EXPRS
+from sinks.declared_columns import CELLS
 
 # the coarser period of a cell start, in epoch seconds (UTC days, as the query-time roll-ups compute it)
 _PERIOD = "intDiv(toUInt32(window_start), %(size)s) * %(size)s"
-# merged aggregates, aliased in the inner query; a sketch (keys, counts) tuple fills two columns
-_INNER = ", ".join(f"{expr} AS agg{i}" for i, expr in enumerate(MERGED_AGG_EXPRS))
-_OUTER = ", ".join(f"tupleElement(agg{i}, 1), tupleElement(agg{i}, 2)" if expr.startswith("sumMap(") else f"agg{i}"
-                   for i, expr in enumerate(MERGED_AGG_EXPRS))
+# merged aggregates, aliased in the inner query (one per field) and unpacked into their columns in the outer one
+_ALIASES = tuple(f"agg{i}" for i in range(len(CELLS.merged_exprs)))
+_INNER = ", ".join(f"{expr} AS {alias}" for expr, alias in zip(CELLS.merged_exprs, _ALIASES, strict=True))
+_OUTER = CELLS.unpacked(_ALIASES)
 _ROLLUP_SQL = (
-    "INSERT INTO {db}.window_cells (" + ", ".join(CELL_COLUMNS) + ") "
+    "INSERT INTO {db}.window_cells (" + ", ".join(CELLS.columns) + ") "
     "SELECT dimension, dimension_value, toUInt32(%(size)s), toDateTime(period), source_topic, source_partition, "
     f"{_OUTER}, top_version, toDateTime(%(now)s) FROM ("
     f"SELECT dimension, dimension_value, {_PERIOD} AS period, source_topic, source_partition, {_INNER}, "

@@ -21,71 +21,35 @@ from domain.aggregates import WindowAgg
 from domain.entities import DIMENSION_FIELDS, RatingState, WindowKey, newer_rating
 from domain.windows import CellRow, Source
 from sinks.clickhouse import ClickHouse
+from sinks.declared_columns import CELLS
+from sinks.rollups import Rollups
 
-# WindowAgg fields in column order; sketches are stored as parallel key/count arrays
-_SCALARS = ("rated", "satisfied", "scored", "score_micros")
-_CASE_SCALARS = ("created", "reopened", "first_responses", "first_response_ms")
-_RESOLUTION_SCALARS = ("resolved", "resolution_ms")
-CELL_COLUMNS = ("dimension", "dimension_value", "window_seconds", "window_start", "source_topic",
-                "source_partition", *_SCALARS, "score_hist", *_CASE_SCALARS, "first_response_sketch_keys",
-                "first_response_sketch_counts", "first_response_breaches", *_RESOLUTION_SCALARS,
-                "resolution_sketch_keys", "resolution_sketch_counts", "resolution_breaches", "version",
-                "written_at")
-# the same, merged over sources: what totals and reports select (sketches come out as (keys, counts) tuples)
-MERGED_AGG_EXPRS: tuple[str, ...] = (
-    *(f"sum({c})" for c in _SCALARS), "sumForEach(score_hist)", *(f"sum({c})" for c in _CASE_SCALARS),
-    "sumMap(first_response_sketch_keys, first_response_sketch_counts)", "sum(first_response_breaches)",
-    *(f"sum({c})" for c in _RESOLUTION_SCALARS), "sumMap(resolution_sketch_keys, resolution_sketch_counts)",
-    "sum(resolution_breaches)")
-MERGED_AGG_SQL = ", ".join(MERGED_AGG_EXPRS)
-_SINGLE_AGG_SQL = ", ".join([
-    *_SCALARS, "score_hist", *_CASE_SCALARS, "(first_response_sketch_keys, first_response_sketch_counts)",
-    "first_response_breaches", *_RESOLUTION_SCALARS, "(resolution_sketch_keys, resolution_sketch_counts)",
-    "resolution_breaches"])
 # feedback_events columns taken as they are from a clean record: column -> record field
 _FEEDBACK_FIELDS = {
-    "rating_id": "rating_id", "rating_version": "rating_version", "event_id": "event_id", "source": "source",
-    "channel": "channel", "event_time_ms": "event_time", "ingest_time_ms": "ingest_time", "ticket_id": "ticket_id",
-    "agent": "agent", "team": "team", "category": "category", "product": "product", "customer_id": "customer_id",
-    "native_value": "native_value", "native_scale": "native_scale", "score": "score", "comment": "comment"}
+    "rating_id": "rating_id", "rating_version": "rating_version", "event_id": "event_id",
+    "event_time_ms": "event_time", "ingest_time_ms": "ingest_time", "ticket_id": "ticket_id",
+    "customer_id": "customer_id", "native_value": "native_value", "native_scale": "native_scale", "score": "score",
+    "comment": "comment", **{name: name for name in DIMENSION_FIELDS}}
 _feedback_fields = itemgetter(*_FEEDBACK_FIELDS.values())  # one C call per event for all of them
 _FEEDBACK_V2_FIELDS = ("sentiment", "sentiment_label", "sentiment_model", "survey_id")  # None in older records
 FEEDBACK_COLUMNS = (*_FEEDBACK_FIELDS, *_FEEDBACK_V2_FIELDS, "event_time", "satisfied", "source_partition",
                     "source_offset", "secondary_question_ids", "secondary_native_values", "secondary_native_scales",
                     "secondary_scores", "secondary_satisfied")
-TICKET_COLUMNS = ("ticket_id", "event_id", "status", "source", "channel", "event_time", "event_time_ms",
-                  "ingest_time_ms", "priority", "agent", "team", "category", "product", "customer_id",
-                  "source_partition", "source_offset")
+# ticket_events columns taken as they are from a clean record: column -> record field
+_TICKET_FIELDS = {
+    "ticket_id": "ticket_id", "event_id": "event_id", "status": "status", "event_time_ms": "event_time",
+    "ingest_time_ms": "ingest_time", "priority": "priority", "customer_id": "customer_id",
+    **{name: name for name in DIMENSION_FIELDS}}
+_ticket_fields = itemgetter(*_TICKET_FIELDS.values())
+TICKET_COLUMNS = (*_TICKET_FIELDS, "event_time", "source_partition", "source_offset")
+# what rebuilding ratings and cases reads back of their events, by column name
+_RATING_COLUMNS = ("rating_id", "rating_version", "event_id", "event_time_ms", *DIMENSION_FIELDS, "satisfied",
+                   "score")
+_TICKET_EVENT_COLUMNS = ("ticket_id", "event_id", "status", "event_time_ms", "priority", *DIMENSION_FIELDS)
 # bytes of ids per IN list (quoted and escaped they grow a little; ClickHouse's max_query_size is 256 KiB)
 _MAX_IDS_BYTES = 100_000
 # (partition, offset, clean record)
 StoredEvent = tuple[int, int, Mapping[str, Any]]
-
-
-def agg_from_row(values: Sequence[Any]) -> WindowAgg:
-    """A WindowAgg from the columns of MERGED_AGG_SQL (or the single-row equivalent)."""
-    v = list(values)
-
-    def sketch(pair: Any) -> dict[int, int]:
-        keys, counts = pair
-        return {int(k): int(c) for k, c in zip(keys, counts, strict=True) if int(c)}
-
-    hist = [int(x) for x in v[4]] or [0] * 5
-    return WindowAgg(
-        rated=int(v[0]), satisfied=int(v[1]), scored=int(v[2]), score_micros=int(v[3]), score_hist=hist,
-        created=int(v[5]), reopened=int(v[6]), first_responses=int(v[7]), first_response_ms=int(v[8]),
-        first_response_sketch=sketch(v[9]), first_response_breaches=int(v[10]), resolved=int(v[11]),
-        resolution_ms=int(v[12]), resolution_sketch=sketch(v[13]), resolution_breaches=int(v[14]))
-
-
-def _cell_row(row: CellRow, window_seconds: int, now: int) -> tuple[Any, ...]:
-    a = row.agg
-    fr, res = sorted(a.first_response_sketch.items()), sorted(a.resolution_sketch.items())
-    return (row.key[0], row.key[1], window_seconds, row.key[2] // 1000, row.source[0], row.source[1],
-            a.rated, a.satisfied, a.scored, a.score_micros, list(a.score_hist), a.created, a.reopened,
-            a.first_responses, a.first_response_ms, [k for k, _ in fr], [c for _, c in fr],
-            a.first_response_breaches, a.resolved, a.resolution_ms, [k for k, _ in res], [c for _, c in res],
-            a.resolution_breaches, row.version, now)
 
 
 def _feedback_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -106,9 +70,8 @@ def _secondary_columns(answers: Sequence[Mapping[str, Any]]) -> tuple[list[Any],
 
 
 def _ticket_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (r["ticket_id"], r["event_id"], r["status"], r["source"], r["channel"], r["event_time"] // 1000,
-            r["event_time"], r["ingest_time"], r["priority"], r["agent"], r["team"], r["category"], r["product"],
-            r["customer_id"], partition, offset)
+    """The values of TICKET_COLUMNS for a clean ticket event."""
+    return (*_ticket_fields(r), r["event_time"] // 1000, partition, offset)
 
 
 class WindowStore:
@@ -119,8 +82,6 @@ class WindowStore:
         """``rollup_seconds``: sizes of the stored roll-ups (settings ``rollup_window_seconds``; empty: none),
         refreshed at most every ``rollup_interval_seconds`` (0: with every write). Raises ValueError for sizes
         that do not nest."""
-        from sinks.rollups import Rollups  # imported here: sinks.rollups builds its SQL from this module
-
         self.ch = ch
         self.db = ch.database
         self.feedback_topic = feedback_topic
@@ -170,20 +131,20 @@ class WindowStore:
         wanted = set(keys)
         if not wanted:
             return {}
-        rows = self._select_cells(f"{_SINGLE_AGG_SQL}, version", "source_topic = %(t)s AND source_partition = %(p)s",
+        rows = self._select_cells(f"{CELLS.single_sql}, version", "source_topic = %(t)s AND source_partition = %(p)s",
                                   {"t": source[0], "p": source[1]}, wanted)
-        return {key: (agg_from_row(values[:-1]), int(values[-1])) for key, values in rows}
+        return {key: (CELLS.decode(values[:-1]), int(values[-1])) for key, values in rows}
 
     def totals(self, keys: Iterable[WindowKey]) -> dict[WindowKey, WindowAgg]:
         """Stored state of ``keys`` summed over every source (all workers' contributions)."""
         wanted = set(keys)
         if not wanted:
             return {}
-        rows = self._select_cells(MERGED_AGG_SQL, "source_topic IN %(topics)s AND dimension IN %(dims)s",
+        rows = self._select_cells(CELLS.merged_sql, "source_topic IN %(topics)s AND dimension IN %(dims)s",
                                   {"topics": (self.feedback_topic, self.tickets_topic),
                                    "dims": tuple({k[0] for k in wanted})}, wanted,
                                   " GROUP BY dimension, dimension_value, ws")
-        return {key: agg_from_row(values) for key, values in rows}
+        return {key: CELLS.decode(values) for key, values in rows}
 
     def rolling_totals(self, now: int, periods: Mapping[str, int], dimensions: Sequence[str]
                        ) -> dict[tuple[str, str, str], tuple[int, int]]:
@@ -228,15 +189,16 @@ class WindowStore:
         if not wanted or max_offset < 0:
             return {}
         rows = self._query_by_ids(
-            "SELECT rating_id, rating_version, event_id, event_time_ms, "
-            f"{', '.join(DIMENSION_FIELDS)}, satisfied, score FROM {self.db}.feedback_events "
+            f"SELECT {', '.join(_RATING_COLUMNS)} FROM {self.db}.feedback_events "
             "WHERE rating_id IN %(ids)s AND source_partition = %(p)s AND source_offset <= %(o)s",
             wanted, {"p": source[1], "o": max_offset})
         found: dict[str, RatingState] = {}
-        for r in rows:
-            dims = tuple(zip(DIMENSION_FIELDS, r[4:10], strict=True))
-            state = RatingState(int(r[1]), r[2], int(r[3]), dims, None if r[10] is None else bool(r[10]), r[11])
-            found[r[0]] = newer_rating(found.get(r[0]), state)
+        for row in rows:
+            r = dict(zip(_RATING_COLUMNS, row, strict=True))
+            state = RatingState(int(r["rating_version"]), r["event_id"], int(r["event_time_ms"]),
+                                tuple((name, r[name]) for name in DIMENSION_FIELDS),
+                                None if r["satisfied"] is None else bool(r["satisfied"]), r["score"])
+            found[r["rating_id"]] = newer_rating(found.get(r["rating_id"]), state)
         return found
 
     def load_ticket_events(self, source: Source, ids: Iterable[str], max_offset: int
@@ -246,15 +208,14 @@ class WindowStore:
         if not wanted or max_offset < 0:
             return {}
         rows = self._query_by_ids(
-            f"SELECT ticket_id, event_id, status, event_time_ms, priority, {', '.join(DIMENSION_FIELDS)} "
-            f"FROM {self.db}.ticket_events "
+            f"SELECT {', '.join(_TICKET_EVENT_COLUMNS)} FROM {self.db}.ticket_events "
             "WHERE ticket_id IN %(ids)s AND source_partition = %(p)s AND source_offset <= %(o)s",
             wanted, {"p": source[1], "o": max_offset})
         found: dict[str, list[dict[str, Any]]] = {}
-        for r in rows:
-            record = {"ticket_id": r[0], "event_id": r[1], "status": r[2], "event_time": int(r[3]),
-                      "priority": r[4], **dict(zip(DIMENSION_FIELDS, r[5:11], strict=True))}
-            found.setdefault(r[0], []).append(record)
+        for row in rows:
+            record = dict(zip(_TICKET_EVENT_COLUMNS, row, strict=True))
+            record["event_time"] = int(record.pop("event_time_ms"))
+            found.setdefault(record["ticket_id"], []).append(record)
         return found
 
     def write(self, cells: Sequence[CellRow], feedback: Sequence[StoredEvent], tickets: Sequence[StoredEvent]
@@ -268,8 +229,8 @@ class WindowStore:
             self.ch.insert(f"{self.db}.ticket_events", TICKET_COLUMNS, [_ticket_row(*e) for e in tickets])
         if cells:
             now = int(time.time())
-            self.ch.insert(f"{self.db}.window_cells", CELL_COLUMNS,
-                           [_cell_row(c, self.window_seconds, now) for c in cells])
+            self.ch.insert(f"{self.db}.window_cells", CELLS.columns,
+                           [CELLS.row(c, self.window_seconds, now) for c in cells])
         if self.rollups.sizes:
             for c in cells:
                 self._rollups_due.setdefault(c.source, set()).add(c.key[2] // 1000)

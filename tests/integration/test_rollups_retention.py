@@ -18,11 +18,12 @@ from satpulse.deadletter import Origin, encode_dead_letter
 from satpulse.settings import Settings
 from sinks.clickhouse import ClickHouse, ClickHouseError, Params
 from sinks.dead_letter_store import DeadLetterStore
+from sinks.declared_columns import CELLS
 from sinks.queries import windows
 from sinks.report import build_report
 from sinks.retention import apply_retention, wait_for_mutations
 from sinks.rollups import Rollups
-from sinks.window_store import MERGED_AGG_SQL, WindowStore
+from sinks.window_store import WindowStore
 from streams.window_worker import Item, WindowWorker
 from tests.integration.test_clickhouse_store import BASE, DIMS, RULES, make_events
 
@@ -86,7 +87,7 @@ def stored_rollup_rows(ch: ClickHouse) -> list[tuple[Any, ...]]:
     """Every stored roll-up row per source (FINAL), without written_at."""
     return ch.query(
         f"SELECT dimension, dimension_value, window_seconds, toUInt32(window_start) AS ws, source_topic, "
-        f"source_partition, {MERGED_AGG_SQL}, max(version) FROM {ch.database}.window_cells FINAL "
+        f"source_partition, {CELLS.merged_sql}, max(version) FROM {ch.database}.window_cells FINAL "
         "WHERE window_seconds IN %(sizes)s "
         "GROUP BY dimension, dimension_value, window_seconds, ws, source_topic, source_partition "
         "ORDER BY dimension, dimension_value, window_seconds, ws, source_topic, source_partition", {"sizes": SIZES})
