@@ -9,9 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.entities import DIMENSION_FIELDS
 from domain.limits import Limits
 from satpulse.stages import Stage
 
@@ -91,9 +92,9 @@ class Settings(BaseSettings):
     redact_personal_data: bool = False
     pseudonymisation_key: SecretStr | None = None
 
-    # window cells are kept for each of these (all = the total); values missing on a record count as "unknown"
-    dimensions: list[str] = Field(
-        default_factory=lambda: ["all", "channel", "team", "agent", "category", "product", "source"])
+    # window cells are kept for each of these (all = the total; default: every dimension the domain declares,
+    # domain.entities.DIMENSION_FIELDS); values missing on a record count as "unknown"
+    dimensions: list[str] = Field(default_factory=lambda: ["all", *DIMENSION_FIELDS])
     # SLA targets in seconds per normalised priority (low, medium, high, urgent); no target: never breached
     sla_first_response_seconds: dict[str, int] = Field(
         default_factory=lambda: {"urgent": 3600, "high": 4 * 3600, "medium": 8 * 3600, "low": 24 * 3600})
@@ -131,6 +132,17 @@ class Settings(BaseSettings):
     imap_poll_seconds: float = 60.0
     imap_processed_keyword: str = "$SatpulseProcessed"  # added to published messages, skipped later; "" = none
     imap_timeout_seconds: float = 30.0
+
+    @field_validator("dimensions")
+    @classmethod
+    def _known_dimensions(cls, dimensions: list[str]) -> list[str]:
+        """Every dimension is ``all`` or one the domain declares: a typo stops the start-up here instead of
+        counting every record as "unknown"."""
+        unknown = [name for name in dimensions if name not in ("all", *DIMENSION_FIELDS)]
+        if unknown:
+            raise ValueError(f"unknown dimension(s) {', '.join(map(repr, unknown))}: each must be 'all' or one of "
+                             f"{', '.join(DIMENSION_FIELDS)} (domain/entities.py DIMENSION_FIELDS)")
+        return dimensions
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
