@@ -91,10 +91,9 @@ Published = tuple[list[Item], dict[Position, bytes]]  # clean events as publishe
 STAGE_TOPICS = {Stage.CLEAN: (topics.INGEST,), Stage.WINDOW: (topics.FEEDBACK, topics.TICKETS),
                 Stage.DEAD_LETTERS: (topics.DEAD_LETTER,)}
 LAST_STAGE = list(Stage)[-1]  # the stage after which a batch is committed
+# stage labels of the metrics (and the stage field of the window stage's dead letters)
 _CLEAN_LABEL, _WINDOW_LABEL = STAGE_LABEL[Stage.CLEAN], STAGE_LABEL[Stage.WINDOW]
 _DEAD_LETTER_LABEL = STAGE_LABEL[Stage.DEAD_LETTERS]
-
-
 
 
 def encode_window_result(result: WindowResult, window_seconds: int, now_ms: int) -> tuple[bytes, bytes]:
@@ -105,7 +104,6 @@ def encode_window_result(result: WindowResult, window_seconds: int, now_ms: int)
               **published(result.agg, WINDOW_AGG_FIELDS)}  # the figures WindowAgg declares
     key = f"{dimension}|{value}|{start}|{window_seconds}".encode()
     return key, codec.encode(codec.WINDOW_METRIC, record)
-
 
 
 @dataclass(slots=True)
@@ -402,7 +400,7 @@ class Pipeline:
     def _dead_letter(self, reason: str, detail: str, payload: bytes, origin: Origin, now_ms: int) -> Message:
         """A window-stage dead letter, counted."""
         metrics.DEAD_LETTERS.labels(_WINDOW_LABEL, reason).inc()
-        key, value = encode_dead_letter(reason, detail, "window", payload, origin, now_ms,
+        key, value = encode_dead_letter(reason, detail, _WINDOW_LABEL, payload, origin, now_ms,
                                         self.settings.dead_letter_payload_max_bytes)
         return topics.DEAD_LETTER, key, value
 

@@ -25,7 +25,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from domain.aggregates import WindowAgg
 from domain.entities import RatingState, WindowKey, newer_rating, rating_state
 from domain.store import StoredEvent
-from domain.windows import CHECKPOINT_KEY, CellRow, Source
+from domain.windows import CellRow, Source
 from satpulse import codec, topics
 from satpulse.settings import Settings
 from streams.broker import Message, RebalanceListener, TopicPartition
@@ -222,7 +222,7 @@ class MemoryWindowStore:
 
     def stored_window_starts(self, source: Source) -> set[int]:
         with self._lock:
-            return {key[2] for (s, key) in self.cells if s == source and key != CHECKPOINT_KEY}
+            return {key[2] for (s, key) in self.cells if s == source}  # the checkpoint row's too, as in ClickHouse
 
     def load_cells(self, source: Source, keys: Iterable[WindowKey]) -> dict[WindowKey, tuple[WindowAgg, int]]:
         with self._lock:
