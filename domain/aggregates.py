@@ -11,7 +11,7 @@ arithmetic, ClickHouse columns, row encoders and decoders and the metrics-topic 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from domain.aggregate_fields import (
@@ -21,6 +21,7 @@ from domain.aggregate_fields import (
     Total,
     count,
     declared_fields,
+    figures_reader,
     histogram,
     mean,
     quantile,
@@ -104,6 +105,8 @@ class WindowAgg:
 
 
 WINDOW_AGG_FIELDS = declared_fields(WindowAgg)
+# the figures of an aggregate in the metrics-topic record (schemas/window_metric.avsc), by name
+published_figures: Callable[[WindowAgg], dict[str, int | float | None]] = figures_reader(WINDOW_AGG_FIELDS)
 
 
 def rating_agg(satisfied: bool, score: float | None) -> WindowAgg:

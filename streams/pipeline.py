@@ -65,8 +65,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from domain.aggregate_fields import published
-from domain.aggregates import WINDOW_AGG_FIELDS
+from domain.aggregates import published_figures
 from domain.clean import Rejected, check_clean_record
 from domain.entities import CaseRules
 from domain.windows import Source, Windower
@@ -101,7 +100,7 @@ def encode_window_result(result: WindowResult, window_seconds: int, now_ms: int)
     dimension, value, start = result.key
     record = {"window_start": start, "window_seconds": window_seconds, "dimension": dimension,
               "dimension_value": value, "is_final": result.is_final, "emitted_at": now_ms,
-              **published(result.agg, WINDOW_AGG_FIELDS)}  # the figures WindowAgg declares
+              **published_figures(result.agg)}  # the figures WindowAgg declares
     key = f"{dimension}|{value}|{start}|{window_seconds}".encode()
     return key, codec.encode(codec.WINDOW_METRIC, record)
 

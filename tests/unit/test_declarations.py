@@ -26,11 +26,11 @@ from domain.aggregate_fields import (
     Sum,
     count,
     declared_fields,
-    published,
-    published_figures,
+    declared_figures,
+    figures_reader,
     with_arithmetic,
 )
-from domain.aggregates import WINDOW_AGG_FIELDS, WindowAgg, duration_agg, rating_agg
+from domain.aggregates import WINDOW_AGG_FIELDS, WindowAgg, duration_agg, published_figures, rating_agg
 from domain.records import CommonFields
 from domain.windows import CellRow
 from satpulse import codec
@@ -159,7 +159,7 @@ def test_the_window_metric_schema_agrees_with_the_declaration() -> None:
     """schemas/window_metric.avsc carries exactly the figures WindowAgg declares (beside the window's own
     fields), with the Avro type of each; a new metric's figures are added there with a default."""
     schema = {f["name"]: f["type"] for f in codec.schema_json(codec.WINDOW_METRIC)["fields"]}
-    declared = {figure.name: avro_type(figure) for figure in published_figures(WINDOW_AGG_FIELDS)}
+    declared = {figure.name: avro_type(figure) for figure in declared_figures(WINDOW_AGG_FIELDS)}
     aggregate = {name: type_ for name, type_ in schema.items() if name not in ENVELOPE}
     missing = [{"name": name, "type": type_, "default": 0 if type_ == "long" else None}
                for name, type_ in declared.items() if name not in aggregate]
@@ -170,7 +170,7 @@ def test_the_published_record_encodes_with_the_schema() -> None:
     agg = rating_agg(True, 4.0)
     agg.merge(duration_agg("resolution", 90_000, True))
     record = {"window_start": 0, "window_seconds": 60, "dimension": "all", "dimension_value": "all",
-              "is_final": True, "emitted_at": 1, **published(agg, WINDOW_AGG_FIELDS)}
+              "is_final": True, "emitted_at": 1, **published_figures(agg)}
     _, decoded = codec.decode(codec.encode(codec.WINDOW_METRIC, record))
     assert decoded == record
     assert decoded["csat_percent"] == agg.csat_percent == 100.0
@@ -186,12 +186,12 @@ def test_one_more_metric_is_one_declaration() -> None:
     assert layout.columns[-3:] == ("promoters", *VERSION_COLUMNS)
     assert layout.agg_columns[-1].type == "UInt64" and layout.merged_exprs[-1] == "sum(promoters)"
     assert layout.single_sql.endswith(", promoters")
-    assert [f.name for f in published_figures(fields)][-2:] == ["promoters", "promoter_percent"]
+    assert [f.name for f in declared_figures(fields)][-2:] == ["promoters", "promoter_percent"]
 
     a = WithPromoters(rated=4, satisfied=3, promoters=2)
     a.merge(WithPromoters(rated=1, promoters=1))
     assert (a.rated, a.promoters) == (5, 3)
-    assert published(a, fields)["promoter_percent"] == 60.0
+    assert figures_reader(fields)(a)["promoter_percent"] == 60.0
     row = layout.row(CellRow(("t", 0), ("all", "all", 60_000), a, 7), 60, 0)
     assert dict(zip(layout.columns, row, strict=True))["promoters"] == 3
     assert layout.decode(selected(layout, row)) == a
