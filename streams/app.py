@@ -82,8 +82,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     started_at = time.monotonic()
     stopped = asyncio.Event()  # set when the consume task returned (its batches committed or given up)
 
-    # the stage chain: each agent runs one step of the commit protocol (Pipeline.step) and hands the batch on;
-    # the last step commits it
+    # the stage chain: each agent runs its stage of a batch (Pipeline.step) and hands the batch on; the last
+    # one commits it
     @app.agent(app.channel(maxsize=MAX_IN_FLIGHT), name="dead_letters")
     async def dead_letters(batches: Any) -> None:
         async for batch in batches:
