@@ -11,8 +11,8 @@ A field is declared once, as a dataclass field whose default says its kind (the 
 Every kind is an integer count, an integer sum or a collection of counts, so adding and subtracting are exact in
 any order. From the declaration, :func:`with_arithmetic` generates ``add_scaled`` (one statement per field,
 compiled once when the class is built, as dataclasses does for ``__init__``), :func:`figures_reader` compiles
-the figures of the metrics-topic record and :func:`declared_figures` names them; ``sinks/cell_columns.py`` derives
-the ClickHouse columns, merge expressions and row encoders and decoders.
+the figures of the metrics-topic record and :func:`declared_figures` names them; ``sinks/declared_columns.py``
+derives the ClickHouse columns, merge expressions and row encoders and decoders.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ _KIND = "satpulse_kind"  # the metadata key that holds a field's kind
 # --- figures of the metrics-topic record (schemas/window_metric.avsc) -------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Figure:
-    """A published figure: its Avro field ``name`` and whether it may be undefined (null)."""
+    """A published figure: its Avro field ``name``, whether it may be undefined (null), and whether it is an
+    integer."""
 
     name: str
     optional: bool
@@ -176,8 +177,6 @@ def add_scaled_source(fields: tuple[Declared, ...]) -> str:
     for f in fields:
         if isinstance(f.kind, Sketch):
             lines += [f"    if other.{f.name}:", f"        add_counts(self.{f.name}, other.{f.name}, sign)"]
-    if len(lines) == 1:
-        lines.append("    pass")
     return "\n".join(lines) + "\n"
 
 

@@ -5,8 +5,9 @@ merging partitions, workers and windows (roll-ups) is exact in any order, and a 
 Durations go into a logarithmic sketch (:mod:`domain.sketch`): a quantile read from it is the nearest-rank
 quantile within 1 % relative error.
 
-:class:`WindowAgg` is the one declaration of a window cell's fields (docs/metrics.md#adding-a-metric): their
-arithmetic, ClickHouse columns, row encoders and decoders and the metrics-topic record are derived from it.
+:class:`WindowAgg` is the one declaration of a window cell's fields
+(docs/metrics.md#adding-a-metric-or-a-dimension): their arithmetic, ClickHouse columns, row encoders and
+decoders and the metrics-topic record are derived from it.
 """
 
 from __future__ import annotations

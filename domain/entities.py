@@ -29,9 +29,9 @@ from domain.aggregates import WindowAgg, duration_agg, rating_agg
 WindowKey = tuple[str, str, int]
 Contribution = tuple[tuple[WindowKey, WindowAgg], ...]
 UNKNOWN = "unknown"  # dimension value for a record that lacks it
-# The dimensions, declared once (docs/metrics.md#adding-a-dimension): clean-record fields that window cells are
-# kept by. Settings accept only these (and "all"); the event tables' columns, the rows read back to rebuild ratings
-# and cases, and the report's --by choices follow from this tuple, by name.
+# The dimensions, declared once (docs/metrics.md#adding-a-metric-or-a-dimension): clean-record fields that window
+# cells are kept by. Settings accept only these (and "all"); the event tables' columns, the rows read back to
+# rebuild ratings and cases, and the report's --by choices follow from this tuple, by name.
 DIMENSION_FIELDS = ("channel", "team", "agent", "category", "product", "source")
 
 
