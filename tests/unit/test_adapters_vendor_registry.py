@@ -155,7 +155,7 @@ def test_every_registered_vendor_reads_existing_settings_and_has_fixtures() -> N
     for name, vendor in VENDORS.items():
         assert vendor.name == name
         assert set(vendor.authentication.secret_settings) <= set(Settings.model_fields), name
-        assert name in fixtures or name == "generic", f"{name} has no golden payload"
+        assert name in fixtures, f"{name} has no golden payload"
         assert len(set(vendor.header_names)) == len(vendor.header_names), name
     assert fixtures <= set(VENDORS)
 
