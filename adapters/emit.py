@@ -66,6 +66,14 @@ def encode_submission(submission: Submission) -> bytes:
                       allow_nan=False).encode()
 
 
+def _strict_json(submission: Submission) -> bytes:
+    """:func:`encode_submission`; raises :class:`Unpublishable` ``unparseable_payload`` for a non-finite float."""
+    try:
+        return encode_submission(submission)
+    except ValueError as exc:  # "Out of range float values are not JSON compliant"
+        raise Unpublishable("unparseable_payload", f"not strict JSON: {exc}") from exc
+
+
 def kind_label(submission: Submission) -> str:
     return "ticket" if submission.get("kind") == "ticket" else "feedback"
 
@@ -84,12 +92,13 @@ class IngestEncoder:
         float; ``processing_error`` for any other failure, naming the exception class), nothing else."""
         try:
             private = self.privacy.apply(submission)
-            value = as_read if as_read is not None and private == submission else encode_submission(private)
-            return IngestMessage(Message(self.topic, key_of(private), value), kind_label(private))
-        except ValueError as exc:  # json: "Out of range float values are not JSON compliant"
-            raise Unpublishable("unparseable_payload", f"not strict JSON: {exc}") from exc
-        except Exception as exc:  # a defect of the policy or the key; the record is still accounted for
+            key = key_of(private)
+            value = as_read if as_read is not None and private == submission else _strict_json(private)
+        except Unpublishable:
+            raise
+        except Exception as exc:  # a defect of the policy, the key or a parser (a value JSON has no form for)
             raise Unpublishable("processing_error", f"{type(exc).__name__}: {exc}") from exc
+        return IngestMessage(Message(self.topic, key, value), kind_label(private))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +134,13 @@ class Emitter:
     encoder: IngestEncoder = field(default_factory=IngestEncoder)
     dead_letter_topic: str = field(default_factory=lambda: topics.DEAD_LETTER)
     now_ms: Callable[[], int] = wall_clock_ms  # failed_at of dead letters
-    metrics: StageMetrics = field(init=False)
+    stage_metrics: StageMetrics = field(init=False)
 
     def __post_init__(self) -> None:
-        self.metrics = StageMetrics(self.stage)
+        self.stage_metrics = StageMetrics(self.stage)
 
     def received(self, count: int = 1) -> None:
-        self.metrics.received(count)
+        self.stage_metrics.received(count)
 
     def submission(self, submission: Submission, origin: Origin, payload: bytes,
                    as_read: bytes | None = None) -> str | None:
@@ -144,11 +153,11 @@ class Emitter:
             self.dead_letter(exc.reason, exc.detail, payload, origin)
             return exc.reason
         self.send(*encoded.message)
-        self.metrics.passed_on(encoded.kind)
+        self.stage_metrics.passed_on(encoded.kind)
         return None
 
     def dead_letter(self, reason: str, detail: str, payload: bytes, origin: Origin) -> None:
         """Send ``payload`` to the dead-letter topic with ``reason`` and ``detail``, from ``origin``."""
         key, value = encode_dead_letter(reason, detail, self.stage, payload, origin, self.now_ms())
         self.send(self.dead_letter_topic, key, value)
-        self.metrics.dead_lettered(reason)
+        self.stage_metrics.dead_lettered(reason)

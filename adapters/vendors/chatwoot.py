@@ -74,7 +74,7 @@ def parse_chatwoot(payload: object, event: str | None = None) -> list[Submission
     timestamp = body.get("timestamp") or body.get("updated_at") or body.get("created_at")
     if name == "conversation_created":
         return [make_submission(kind="ticket", event_id=f"chatwoot:{account}:{conversation_id}:created",
-                            status="created", event_time=body.get("created_at") or timestamp, **common)]
+                                status="created", event_time=body.get("created_at") or timestamp, **common)]
     status = str(body.get("status", "")).lower()
     previous = None
     for change in optional_list(body, "changed_attributes"):

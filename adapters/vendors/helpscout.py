@@ -76,13 +76,13 @@ def parse_helpscout(payload: object, event: str | None = None) -> list[Submissio
                               "customer_id": text_of(customer.get("id"))}
     if event == "convo.created":
         return [make_submission(kind="ticket", event_id=f"helpscout:{conversation_id}:created", status="created",
-                            event_time=required(body, "createdAt", "conversation"), **common)]
+                                event_time=required(body, "createdAt", "conversation"), **common)]
     if str(body.get("status", "")).lower() == "closed":
         when = body.get("closedAt") or body.get("userUpdatedAt") or body.get("modifiedAt")
         if when is None:
             raise PayloadError("conversation.closedAt is required for a closed conversation")
         return [make_submission(kind="ticket", event_id=f"helpscout:{conversation_id}:resolved:{version_of(when)}",
-                            status="resolved", event_time=when, **common)]
+                                status="resolved", event_time=when, **common)]
     return []
 
 

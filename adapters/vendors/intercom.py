@@ -67,18 +67,18 @@ def parse_intercom(payload: object, event: str | None = None) -> list[Submission
     out: list[Submission] = []
     if topic == "conversation.user.created":
         out.append(make_submission(kind="ticket", event_id=f"intercom:{conversation_id}:created", status="created",
-                               event_time=item.get("created_at") or notified_at, **common))
+                                   event_time=item.get("created_at") or notified_at, **common))
     elif topic == "conversation.admin.replied" and statistics.get("first_admin_reply_at"):
         out.append(make_submission(kind="ticket", event_id=f"intercom:{conversation_id}:first_response",
-                               status="first_response", event_time=statistics["first_admin_reply_at"], **common))
+                                   status="first_response", event_time=statistics["first_admin_reply_at"], **common))
     elif topic == "conversation.admin.closed":
         when = statistics.get("last_close_at") or notified_at
         out.append(make_submission(kind="ticket", event_id=f"intercom:{conversation_id}:resolved:{version_of(when)}",
-                               status="resolved", event_time=when, **common))
+                                   status="resolved", event_time=when, **common))
     elif topic == "conversation.admin.opened":
         when = item.get("updated_at") or notified_at
         out.append(make_submission(kind="ticket", event_id=f"intercom:{conversation_id}:reopened:{version_of(when)}",
-                               status="reopened", event_time=when, **common))
+                                   status="reopened", event_time=when, **common))
     return out
 
 
