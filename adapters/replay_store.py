@@ -1,7 +1,7 @@
 """Accepted webhook delivery ids on disk (sqlite3), so that a restarted ingestion service still refuses a replay.
 
 :class:`SqliteReplayStore` keeps ``(delivery id, accepted at)`` rows, bounded like the in-memory
-:class:`adapters.signatures.ReplayGuard`: rows older than ``ttl_s`` are deleted and, past ``max_size`` rows, the
+:class:`adapters.replay_guard.ReplayGuard`: rows older than ``ttl_s`` are deleted and, past ``max_size`` rows, the
 oldest go first (exactly on load, every ``PRUNE_EVERY`` adds while running). Every method blocks on file I/O (a
 one-row write in WAL mode is about 50 microseconds here, a WAL checkpoint now and then takes milliseconds; loading
 55 000 ids about 40 ms) and must be called from one thread at a time: :class:`ThreadedReplayStore` runs the writes

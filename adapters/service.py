@@ -47,8 +47,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.emit import IngestEncoder, IngestMessage, Message, StageMetrics
 from adapters.privacy import PrivacyPolicy
+from adapters.replay_guard import Replayed, ReplayGuard
 from adapters.replay_store import SqliteReplayStore, ThreadedReplayStore
-from adapters.signatures import AUTH_REASONS, AuthError, Replayed, ReplayGuard, Verifier
+from adapters.signatures import AUTH_REASONS, AuthError, Verifier
 from adapters.vendors.declaration import Vendor
 from adapters.vendors.payload import PayloadError
 from adapters.vendors.registry import VENDORS

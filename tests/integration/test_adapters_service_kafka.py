@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from adapters.publisher import ensure_topics
+from adapters.replay_guard import ReplayGuard
 from adapters.service import KafkaAsyncPublisher, config_from_settings, create_app
-from adapters.signatures import ReplayGuard
 from adapters.vendors.registry import VENDORS
 from satpulse import topics
 from satpulse.settings import get_settings

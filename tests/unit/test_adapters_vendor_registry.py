@@ -15,8 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from adapters.emit import Message
+from adapters.replay_guard import ReplayGuard
 from adapters.service import config_from_settings, create_app
-from adapters.signatures import HmacSignature, ReplayGuard, hmac_digest, utf8
+from adapters.signatures import HmacSignature, hmac_digest, utf8
 from adapters.vendors.declaration import DeliveryIdentity, Submission, Vendor
 from adapters.vendors.payload import as_object, make_submission, required
 from adapters.vendors.registry import VENDORS, vendor_table

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from adapters import signatures as sig
 from adapters.emit import Message, encode_submission
 from adapters.privacy import PrivacyPolicy, luhn_ok, redact
+from adapters.replay_guard import Replayed, ReplayGuard
 from adapters.replay_store import SqliteReplayStore, ThreadedReplayStore
 from adapters.service import (
     REFUSAL_STATUS,
@@ -328,7 +329,7 @@ def test_freshdesk_token_and_basic_auth() -> None:
 
 
 def test_replay_guard() -> None:
-    guard = sig.ReplayGuard(max_size=3, ttl_s=100)
+    guard = ReplayGuard(max_size=3, ttl_s=100)
     assert guard.reserve("a", 0) and not guard.reserve("a", 0)  # in flight
     guard.release("a")
     assert guard.reserve("a", 1)  # a failed delivery may be retried
@@ -472,7 +473,7 @@ def service_config(**overrides: Any) -> ServiceConfig:
 
 async def _exchange(config: ServiceConfig, publisher: MemoryPublisher,
                     requests: list[tuple[str, bytes, dict[str, str]]]) -> list[tuple[int, dict[str, Any]]]:
-    app = create_app(config, publisher, sig.ReplayGuard(), clock=lambda: NOW)
+    app = create_app(config, publisher, ReplayGuard(), clock=lambda: NOW)
     async with TestClient(TestServer(app)) as client:
         out = []
         for path, body, headers in requests:
@@ -524,7 +525,7 @@ def test_service_refuses_with_503_and_allows_retry_when_kafka_fails() -> None:
 
 
 async def _retry_after_failure(config: ServiceConfig, publisher: MemoryPublisher, body: bytes) -> list[int]:
-    app = create_app(config, publisher, sig.ReplayGuard(), clock=lambda: NOW)
+    app = create_app(config, publisher, ReplayGuard(), clock=lambda: NOW)
     async with TestClient(TestServer(app)) as client:
         path, data, headers = helpscout_request(body)
         first = await client.post(path, data=data, headers=headers)
@@ -544,7 +545,7 @@ def test_service_applies_privacy_and_serves_health_and_metrics() -> None:
     assert published["customer_id"] == hmac.new(b"pk", b"449379", hashlib.sha256).hexdigest()
 
     async def probe() -> tuple[int, str]:
-        app = create_app(config, publisher, sig.ReplayGuard())
+        app = create_app(config, publisher, ReplayGuard())
         async with TestClient(TestServer(app)) as client:
             health = await client.get("/health")
             text = await (await client.get("/metrics")).text()
@@ -594,8 +595,8 @@ class LiveService:
     another against one server)."""
 
     def __init__(self, config: ServiceConfig, publisher: MemoryPublisher,
-                 guard: sig.ReplayGuard | None = None) -> None:
-        self.app = create_app(config, publisher, sig.ReplayGuard() if guard is None else guard, clock=lambda: NOW)
+                 guard: ReplayGuard | None = None) -> None:
+        self.app = create_app(config, publisher, ReplayGuard() if guard is None else guard, clock=lambda: NOW)
         self.loop = asyncio.new_event_loop()
 
     def __enter__(self) -> LiveService:
@@ -707,19 +708,19 @@ def test_replay_reservation_is_released_after_a_400_and_a_503() -> None:
 
 
 def test_held_releases_on_any_exception_and_commits_on_success() -> None:
-    guard = sig.ReplayGuard()
+    guard = ReplayGuard()
     for failure in (ValueError("bad"), asyncio.CancelledError(), KeyboardInterrupt()):
         with pytest.raises(type(failure)), guard.held("d", NOW):
             raise failure
         assert guard.reserve("d", NOW)  # released: free again
         guard.release("d")
-    with guard.held("d", NOW), pytest.raises(sig.Replayed), guard.held("d", NOW):  # in flight: a second copy
+    with guard.held("d", NOW), pytest.raises(Replayed), guard.held("d", NOW):  # in flight: a second copy
         pass
-    with pytest.raises(sig.Replayed), guard.held("d", NOW + 1):  # committed
+    with pytest.raises(Replayed), guard.held("d", NOW + 1):  # committed
         pass
 
 
-class BrokenGuard(sig.ReplayGuard):
+class BrokenGuard(ReplayGuard):
     def reserve(self, key: str, now: float | None = None) -> bool:
         raise RuntimeError("a bug of the service")
 
@@ -776,7 +777,7 @@ def test_intercom_retry_with_the_same_notification_id_is_a_replay() -> None:
 
 async def _raw_exchange(raw: bytes) -> bytes:
     """Send ``raw`` bytes to the service and return the first bytes of the answer."""
-    app = create_app(every_vendor_config(), MemoryPublisher(), sig.ReplayGuard(), clock=lambda: NOW)
+    app = create_app(every_vendor_config(), MemoryPublisher(), ReplayGuard(), clock=lambda: NOW)
     async with TestServer(app) as server:
         reader, writer = await asyncio.open_connection(server.host, server.port)
         writer.write(raw)
@@ -831,7 +832,7 @@ def test_a_partial_publish_is_a_503_that_says_how_many_were_acknowledged() -> No
     body = json.dumps([{"event_id": f"e-{i}"} for i in range(3)]).encode()
 
     async def scenario() -> tuple[int, dict[str, Any]]:
-        app = create_app(every_vendor_config(), publisher, sig.ReplayGuard(), clock=lambda: NOW)
+        app = create_app(every_vendor_config(), publisher, ReplayGuard(), clock=lambda: NOW)
         async with TestClient(TestServer(app)) as client:
             path, data, headers = signed("generic", body)
             response = await client.post(path, data=data, headers=headers)
