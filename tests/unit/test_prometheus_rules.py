@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from satpulse import metrics
+from satpulse.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO_ROOT / "config" / "prometheus" / "rules"
@@ -168,6 +169,12 @@ def test_rules_use_only_defined_metrics() -> None:
             assert name in known, f"{rule.get('alert') or rule.get('record')}: {name} is not in satpulse/metrics.py"
         for name in re.findall(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", expr):
             assert name in recorded, f"{rule.get('alert') or rule.get('record')}: {name} is not recorded"
+
+
+def test_sla_targets_are_the_resolution_sla_defaults() -> None:
+    targets = {rule["labels"]["priority"]: int(re.fullmatch(r"vector\((\d+)\)", rule["expr"]).group(1))  # type: ignore[union-attr]
+               for rule in _rules() if rule.get("record") == "priority:satpulse_resolution_sla_seconds:target"}
+    assert targets == Settings().sla_resolution_seconds
 
 
 def test_sla_targets_are_histogram_bucket_bounds() -> None:
