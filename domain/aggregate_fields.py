@@ -154,8 +154,9 @@ def declared_fields(cls: type[Any]) -> tuple[Declared, ...]:
 
 # --- arithmetic -----------------------------------------------------------------------------------------------
 def add_counts(target: dict[int, int], other: Mapping[int, int], sign: int) -> None:
-    """Add ``sign`` times the counts of ``other`` to ``target`` by key, dropping keys that reach 0."""
-    for key, n in other.items():
+    """Add ``sign`` times the counts of ``other`` to ``target`` by key, dropping keys that reach 0. ``other`` may
+    be ``target`` itself (``agg.subtract(agg)`` empties it)."""
+    for key, n in list(other.items()) if other is target else other.items():
         value = target.get(key, 0) + sign * n
         if value:
             target[key] = value

@@ -242,3 +242,10 @@ def test_one_more_dimension_is_one_declaration(monkeypatch: pytest.MonkeyPatch) 
     [(key, agg)] = entities.rating_contribution(state, ["region"], 60_000)
     assert key == ("region", "emea", 60_000) and agg.rated == 1
     assert dimension_columns(declared)[-1].name == "region"
+
+
+def test_an_aggregate_minus_itself_is_empty() -> None:
+    agg = duration_agg("resolution", 5000, True)
+    agg.merge(duration_agg("first_response", 700, False))
+    agg.subtract(agg)
+    assert agg.is_empty()
