@@ -14,7 +14,8 @@ exactly like "ours" in the throughput table (``run.follow_until_all``):
    arrives piecemeal (its contribution grows as more of it arrives) and cases stay until the cache is full.
 
 Peak RSS is the worker's ``VmHWM``; at each checkpoint c it is read at the first poll where at least c events
-went through both stages (``n - lag`` over ingest + feedback + tickets), so the checkpoints of one run show how
+went through both stages (``n - lag`` over the ingest topic: the worker counts an event in the batch that
+cleaned it), so the checkpoints of one run show how
 the high-water mark grows with the events processed (not separate runs per size).
 """
 

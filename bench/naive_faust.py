@@ -20,7 +20,7 @@ app = faust.App(
     web_host="127.0.0.1",
     topic_partitions=int(os.environ["BENCH_PARTITIONS"]),
     consumer_auto_offset_reset="earliest",
-    broker_commit_interval=1.0,  # same commit cadence as our worker, so the committed-offset clock is comparable
+    broker_commit_interval=1.0,  # commits at least every second, so "done" (committed offsets) shows within 1 s
     store="memory://",
     datadir=os.environ["BENCH_DATADIR"],
 )

@@ -1,7 +1,7 @@
 """Rating scales: every native rating becomes a normalised score on 1.0-5.0 (where the scale has an order)
 and a ``satisfied`` flag. Pure functions, no I/O.
 
-Rule (PRODUCT.md): a scale with a native good/bad keeps it as ``satisfied``; otherwise satisfied means a
+Rule (docs/metrics.md, "Scales"): a scale with a native good/bad keeps it as ``satisfied``; otherwise satisfied means a
 normalised score >= 4.0 (top-two-box on a 5-point scale). Linear scales map their lowest value to 1.0 and their
 highest to 5.0.
 """

@@ -41,7 +41,7 @@ ROLLING_CSAT = Gauge("satpulse_rolling_csat_percent", "CSAT % of feedback in the
 # rated feedback behind satpulse_rolling_csat_percent (the minimum-responses guard)
 ROLLING_RATED = Gauge("satpulse_rolling_rated", "Rated feedback in the last period (all workers)",
                       ["dimension", "value", "period"], registry=REGISTRY)
-# CSAT % of the most recent final window of this worker's partitions (absent while rated = 0)
+# CSAT % of the most recent final window (totals over every worker); absent while that window has no ratings
 WINDOW_CSAT = Gauge("satpulse_window_csat_percent", "CSAT % of the latest final event-time window",
                     ["dimension", "value", "window"], registry=REGISTRY)
 # rated count of the most recent final window (the minimum-responses guard for alerts)
@@ -52,7 +52,7 @@ LATE_EVENTS = Counter("satpulse_late_events_total", "Events later than window en
 # wall-clock now minus the event-time watermark
 WATERMARK_DELAY = Gauge("satpulse_watermark_delay_seconds", "Wall clock minus event-time watermark",
                         registry=REGISTRY)
-# messages in this worker's assigned partitions after its last commit, by topic (highwater - committed)
+# messages in this worker's assigned partitions beyond its fetch position, by topic (highwater - position)
 CONSUMER_LAG = Gauge("satpulse_consumer_lag_messages", "Messages not yet processed in assigned partitions",
                      ["topic"], registry=REGISTRY)
 # ratings and cases moved out of memory (LRU beyond entity_cache_per_partition, or idle beyond the horizon);

@@ -19,7 +19,8 @@ class Topics:
     feedback: str
     # cleaned support-case lifecycle events: Avro single-object, schemas/ticket_event.avsc, key = ticket_id
     tickets: str
-    # final window results: Avro single-object, schemas/window_metric.avsc, key = dimension|value|start|size
+    # window results, current (is_final false) and final, every publish_interval_seconds: Avro single-object,
+    # schemas/window_metric.avsc, key = dimension|value|start|size
     metrics: str
     # clean events that arrived after their window was final (applied as corrections): the clean Avro payload
     late: str

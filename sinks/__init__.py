@@ -1,1 +1,2 @@
-"""Sinks: ClickHouse (history and window aggregates) and Prometheus exposition."""
+"""Sinks: ClickHouse (clean events, window cells and roll-ups, dead letters), its migrations, retention and the
+reads behind reports and the dashboard."""
