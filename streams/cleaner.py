@@ -14,22 +14,36 @@ from domain.limits import DEFAULT_LIMITS, Limits
 from domain.records import CleanEvent
 from satpulse import codec, topics
 from satpulse.deadletter import DEFAULT_PAYLOAD_MAX_BYTES, Origin, encode_dead_letter
+from satpulse.metrics import STAGE_LABEL
+from satpulse.stages import Stage
 
-STAGE = "cleaner"
+STAGE = STAGE_LABEL[Stage.CLEAN]  # the dead letters' stage
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Routed:
-    """A message to publish; ``reason`` is set for dead letters, ``kind`` and ``record`` (the clean record that
-    ``value`` encodes) for clean events."""
+class CleanMessage:
+    """A clean event to publish: ``value`` encodes ``record`` (a ``kind`` event) for ``topic``, keyed by its
+    rating or case id."""
 
     topic: str
     key: bytes
     value: bytes
-    kind: str | None = None
-    reason: str | None = None
-    record: CleanEvent | None = None
+    kind: str  # feedback or ticket
+    record: CleanEvent
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterMessage:
+    """A dead letter to publish on the dead-letter topic: ``reason`` is one of domain.clean.REASONS."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    reason: str
+
+
+Routed = CleanMessage | DeadLetterMessage  # what one raw payload becomes
 
 
 def route(payload: bytes, origin: Origin, now_ms: int, future_tolerance_ms: int, limits: Limits = DEFAULT_LIMITS,
@@ -51,6 +65,6 @@ def route(payload: bytes, origin: Origin, now_ms: int, future_tolerance_ms: int,
     else:
         kind = "feedback" if cleaned.schema == codec.FEEDBACK_EVENT else "ticket"
         topic = topics.FEEDBACK if kind == "feedback" else topics.TICKETS
-        return Routed(topic, cleaned.key.encode(), value, kind=kind, record=cleaned.record)
+        return CleanMessage(topic, cleaned.key.encode(), value, kind, cleaned.record)
     key, value = encode_dead_letter(reason, detail, STAGE, payload, origin, now_ms, dead_letter_payload_max_bytes)
-    return Routed(topics.DEAD_LETTER, key, value, reason=reason)
+    return DeadLetterMessage(topics.DEAD_LETTER, key, value, reason)

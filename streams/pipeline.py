@@ -77,7 +77,7 @@ from satpulse.stages import Stage
 from sinks.clickhouse import ClickHouse, ClickHouseError, StoreNotReady
 from sinks.retry import RetryStopped
 from streams.broker import Broker, Message, Record, TopicPartition
-from streams.cleaner import Routed, route
+from streams.cleaner import CleanMessage, DeadLetterMessage, Routed, route
 from streams.kafka_broker import KafkaBroker
 from streams.stores import StoreFactory, Stores, clickhouse_stores
 from streams.window_worker import BatchResult, Item, WindowResult, WindowWorker, retry_clickhouse
@@ -309,10 +309,10 @@ class Pipeline:
         for rec in records:
             routed = route(rec.value or b"", Origin(rec.topic, rec.partition, rec.offset), now_ms, tolerance_ms,
                            self._limits, self.settings.dead_letter_payload_max_bytes)
-            if routed.reason is not None:
+            if isinstance(routed, DeadLetterMessage):
                 metrics.DEAD_LETTERS.labels(_CLEAN_LABEL, routed.reason).inc()
             else:
-                kinds[routed.kind or ""] = kinds.get(routed.kind or "", 0) + 1
+                kinds[routed.kind] = kinds.get(routed.kind, 0) + 1
             out.append((rec, routed))
         for kind, count in kinds.items():
             metrics.EVENTS_OUT.labels(_CLEAN_LABEL, kind).inc(count)
@@ -324,10 +324,10 @@ class Pipeline:
         the positions the broker gave them, and their published values by position, for :meth:`_count`."""
         out: list[Message] = []
         partitions: list[int | None] = []  # where each message goes (None: by its key)
-        counted: list[tuple[int, Routed]] = []  # (index in out, clean event) of the events counted here
+        counted: list[tuple[int, CleanMessage]] = []  # (index in out, clean event) of the events counted here
         rekeyed = 0
         for rec, routed in self._clean(records):
-            if routed.kind is None:  # a dead letter
+            if isinstance(routed, DeadLetterMessage):
                 partitions.append(None)
                 out.append((routed.topic, routed.key, routed.value))
             elif routed.key != rec.key and await self.broker.partition(topics.INGEST, routed.key) != rec.partition:
@@ -344,7 +344,6 @@ class Pipeline:
         positions = await self._publish(out, partitions)
         items, values = [], {}
         for index, routed in counted:
-            assert routed.kind is not None and routed.record is not None  # a clean event
             position = (routed.topic, *positions[index])
             items.append(Item(*position, routed.kind, routed.record))
             values[position] = routed.value
