@@ -19,6 +19,7 @@ from typing import Any
 
 from domain.aggregates import WindowAgg
 from domain.entities import DIMENSION_FIELDS, RatingState, WindowKey, newer_rating
+from domain.store import StoredEvent
 from domain.windows import CellRow, Source
 from sinks.clickhouse import ClickHouse
 from sinks.declared_columns import CELLS
@@ -49,7 +50,6 @@ _TICKET_EVENT_COLUMNS = ("ticket_id", "event_id", "status", "event_time_ms", "pr
 # bytes of ids per IN list (quoted and escaped they grow a little; ClickHouse's max_query_size is 256 KiB)
 _MAX_IDS_BYTES = 100_000
 # (partition, offset, clean record)
-StoredEvent = tuple[int, int, Mapping[str, Any]]
 
 
 def _feedback_row(partition: int, offset: int, r: Mapping[str, Any]) -> tuple[Any, ...]:

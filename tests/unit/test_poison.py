@@ -21,8 +21,9 @@ from streams import cleaner, window_worker
 from streams.cleaner import route
 from streams.pipeline import Pipeline
 from streams.window_worker import BatchResult, Item, Quarantined
+from tests.fakes import MemoryWindowStore
 from tests.poison import BASE, FIELDS, poison_corpus
-from tests.unit.test_windows import FB, TK, MemoryStore, case_event, new_worker
+from tests.unit.test_windows import FB, TK, case_event, new_worker
 
 NOW = 1_800_000_000_000
 TOL = 300_000
@@ -158,15 +159,15 @@ def test_a_fold_that_raises_dead_letters_that_event_only(monkeypatch: pytest.Mon
         return real(case, record)
 
     monkeypatch.setattr(window_worker, "apply_ticket_event", fragile)
-    store = MemoryStore()
+    store = MemoryWindowStore()
     worker = new_worker(store)
     items = [Item(TK, 0, i, "ticket", case_event(status, minutes))
              for i, (status, minutes) in enumerate([("created", 0), ("resolved", 30), ("first_response", 5)])]
     result = worker.process(items, 0.0)
     assert [(q.item.offset, q.reason) for q in result.quarantined] == [(1, "processing_error")]
     assert result.failed == {(TK, 0, 1)}
-    assert [r["event_id"] for _, (_, _, r) in store.tickets] == ["created0", "first_response5"]  # not stored
-    cells = store.all_cells()
+    assert [r["event_id"] for _, _, r in store.tickets] == ["created0", "first_response5"]  # not stored
+    cells = store.cell_totals()
     assert sum(a.created for k, a in cells.items() if k[0] == "all") == 1
     assert sum(a.resolved for a in cells.values()) == 0
 
@@ -176,7 +177,7 @@ def rated_total() -> float:
 
 
 def test_redelivered_ratings_are_counted_once_in_the_business_counters() -> None:
-    worker = new_worker(MemoryStore())
+    worker = new_worker(MemoryWindowStore())
     rating = {"kind": "feedback", "rating_id": "r", "rating_version": 0, "event_id": "a", "event_time": 0,
               "channel": "chat", "team": None, "agent": None, "category": None, "product": None, "source": "s",
               "satisfied": True, "score": 5.0}

@@ -16,17 +16,17 @@ from domain.aggregates import WindowAgg
 from domain.entities import (
     CaseRules,
     CaseState,
-    RatingState,
     WindowKey,
     apply_ticket_event,
     batch_cells,
     case_contribution,
     window_start,
 )
+from domain.store import StoredEvent
 from domain.windows import CellRow, Change, Source, Windower
 from satpulse import metrics
-from sinks.window_store import StoredEvent
 from streams.window_worker import Item, WindowWorker
+from tests.fakes import Faults, MemoryWindowStore
 
 DIMS = ("all", "channel", "team")
 WINDOW_S = 60
@@ -35,78 +35,7 @@ BASE = 1_700_000_000_000
 FB, TK = "fb", "tk"
 
 
-class MemoryStore:
-    """ClickHouse semantics: cells replaced per (source, key) by the highest version; events appended."""
-
-    def __init__(self) -> None:
-        self.cells: dict[tuple[Source, WindowKey], tuple[WindowAgg, int]] = {}
-        self.feedback: list[tuple[str, StoredEvent]] = []
-        self.tickets: list[tuple[str, StoredEvent]] = []
-        self.fail_writes = 0
-
-    def persisted_offset(self, source: Source) -> int:
-        return max((v for (s, _), (_, v) in self.cells.items() if s == source), default=-1)
-
-    def stored_window_starts(self, source: Source) -> set[int]:
-        return {k[2] for (s, k) in self.cells if s == source}
-
-    def load_cells(self, source: Source, keys: Iterable[WindowKey]) -> dict[WindowKey, tuple[WindowAgg, int]]:
-        return {k: (a.copy(), v) for k in keys if (cell := self.cells.get((source, k))) for a, v in [cell]}
-
-    def totals(self, keys: Iterable[WindowKey]) -> dict[WindowKey, WindowAgg]:
-        out: dict[WindowKey, WindowAgg] = {}
-        for (_, key), (agg, _) in self.cells.items():
-            if key in set(keys):
-                out.setdefault(key, WindowAgg()).merge(agg)
-        return out
-
-    def refresh_rollups(self) -> None:
-        pass
-
-    def rolling_totals(self, now: int, periods: Mapping[str, int], dimensions: Sequence[str]
-                       ) -> dict[tuple[str, str, str], tuple[int, int]]:
-        out: dict[tuple[str, str, str], tuple[int, int]] = {}
-        for (_, (dim, value, start)), (agg, _) in self.cells.items():
-            for name, seconds in periods.items():
-                if dim in dimensions and agg.rated and start // 1000 >= now - seconds:
-                    rated, satisfied = out.get((dim, value, name), (0, 0))
-                    out[(dim, value, name)] = (rated + agg.rated, satisfied + agg.satisfied)
-        return out
-
-    def load_ratings(self, source: Source, ids: Iterable[str], max_offset: int) -> dict[str, RatingState]:
-        from domain.entities import newer_rating, rating_state
-
-        found: dict[str, RatingState] = {}
-        for _, (p, o, r) in self.feedback:
-            if p == source[1] and o <= max_offset and r["rating_id"] in set(ids):
-                found[r["rating_id"]] = newer_rating(found.get(r["rating_id"]), rating_state(r))
-        return found
-
-    def load_ticket_events(self, source: Source, ids: Iterable[str], max_offset: int
-                           ) -> dict[str, list[dict[str, Any]]]:
-        found: dict[str, list[dict[str, Any]]] = {}
-        for _, (p, o, r) in self.tickets:
-            if p == source[1] and o <= max_offset and r["ticket_id"] in set(ids):
-                found.setdefault(r["ticket_id"], []).append(dict(r))
-        return found
-
-    def write(self, cells: Sequence[CellRow], feedback: Sequence[StoredEvent], tickets: Sequence[StoredEvent]
-              ) -> None:
-        self.feedback += [(FB, e) for e in feedback]
-        self.tickets += [(TK, e) for e in tickets]
-        for row in cells:
-            current = self.cells.get((row.source, row.key))
-            if current is None or row.version >= current[1]:
-                self.cells[(row.source, row.key)] = (row.agg.copy(), row.version)
-
-    def all_cells(self) -> dict[WindowKey, WindowAgg]:
-        out: dict[WindowKey, WindowAgg] = {}
-        for (_, key), (agg, _) in self.cells.items():
-            out.setdefault(key, WindowAgg()).merge(agg)
-        return {k: v for k, v in out.items() if not v.is_empty()}
-
-
-def new_worker(store: MemoryStore, max_entities: int = 50_000) -> WindowWorker:
+def new_worker(store: MemoryWindowStore, max_entities: int = 50_000) -> WindowWorker:
     return WindowWorker(Windower(WINDOW_S, 3600, 5), store, DIMS, RULES,  # type: ignore[arg-type]
                         sleep=lambda _: None, max_entities_per_source=max_entities)
 
@@ -182,7 +111,7 @@ def test_streaming_equals_batch(raw: list[dict[str, Any]], partitions: int, data
         source = (FB if r["kind"] == "feedback" else TK, hash(entity) % partitions)
         log = logs.setdefault(source, [])
         log.append(Item(source[0], source[1], len(log), r["kind"], r))
-    store = MemoryStore()
+    store = MemoryWindowStore()
     # tiny caches move entities out of memory after every batch: they must come back from the store intact
     max_entities = data.draw(st.sampled_from([1, 3, 50_000]))
     worker = new_worker(store, max_entities)
@@ -209,13 +138,13 @@ def test_streaming_equals_batch(raw: list[dict[str, Any]], partitions: int, data
         positions[source] += size
     feedback = [r for r in records if r["kind"] == "feedback"]
     tickets = [r for r in records if r["kind"] == "ticket"]
-    assert store.all_cells() == batch_cells(feedback, tickets, DIMS, WINDOW_S * 1000, RULES)
+    assert store.cell_totals() == batch_cells(feedback, tickets, DIMS, WINDOW_S * 1000, RULES)
     # every quarantine of a case's final state reached the dead-letter topic, whatever crashed where
     assert final_quarantines(tickets) <= dead_letters
 
 
 def test_rating_edit_replaces_the_older_version_in_its_window() -> None:
-    store = MemoryStore()
+    store = MemoryWindowStore()
     worker = new_worker(store)
     first = {"kind": "feedback", "rating_id": "r", "rating_version": 1, "event_id": "a", "event_time": BASE,
              "channel": "chat", "team": None, "agent": None, "category": None, "product": None, "source": "s",
@@ -224,12 +153,12 @@ def test_rating_edit_replaces_the_older_version_in_its_window() -> None:
             "score": 5.0}
     worker.process([Item(FB, 0, 0, "feedback", first)], 0.0)
     worker.process([Item(FB, 0, 1, "feedback", edit)], 0.0)
-    cells = store.all_cells()
+    cells = store.cell_totals()
     old_window = ("all", "all", window_start(BASE, 60_000))
     assert old_window not in cells  # withdrawn from the old window
     assert cells[("all", "all", window_start(BASE + 120_000, 60_000))].satisfied == 1
     worker.process([Item(FB, 0, 2, "feedback", first)], 0.0)  # an older version arriving late: ignored
-    assert store.all_cells() == cells
+    assert store.cell_totals() == cells
 
 
 def test_reopened_case_counts_its_new_resolution_once() -> None:
@@ -247,7 +176,7 @@ def test_reopened_case_counts_its_new_resolution_once() -> None:
 
 
 def test_resolving_a_case_rewrites_only_its_resolution_cells() -> None:
-    store = MemoryStore()
+    store = MemoryWindowStore()
     worker = new_worker(store)
 
     items = [case_item(0, "created", 0, team="a"), case_item(1, "first_response", 5, team="a"),
@@ -267,37 +196,29 @@ def test_resolving_a_case_rewrites_only_its_resolution_cells() -> None:
     resolved_start = window_start(BASE + 30 * 60_000, 60_000)
     assert sorted(written) == sorted((d, v, resolved_start) for d, v in (("all", "all"), ("channel", "chat"),
                                                                           ("team", "a")))
-    assert store.all_cells() == batch_cells([], [dict(i.record) for i in items], DIMS, 60_000, RULES)
+    assert store.cell_totals() == batch_cells([], [dict(i.record) for i in items], DIMS, 60_000, RULES)
 
 
 def test_negative_duration_is_quarantined_not_counted() -> None:
-    store = MemoryStore()
+    store = MemoryWindowStore()
     worker = new_worker(store)
 
     result = worker.process([case_item(0, "resolved", 0, None), case_item(1, "created", 5, None)], 0.0)
     assert [q.reason for q in result.quarantined] == ["negative_duration"]
-    assert sum(v.resolved for v in store.all_cells().values()) == 0
+    assert sum(v.resolved for v in store.cell_totals().values()) == 0
     assert worker.process([case_item(2, "first_response", 6, None)], 0.0).quarantined == []  # reported once
 
 
 def test_store_outage_is_retried_until_it_succeeds() -> None:
     from sinks.clickhouse import ClickHouseError
 
-    class Flaky(MemoryStore):
-        def write(self, *args: Any) -> None:
-            if self.fail_writes:
-                self.fail_writes -= 1
-                raise ClickHouseError("connection refused")
-            super().write(*args)
-
-    store = Flaky()
-    store.fail_writes = 3
+    store = MemoryWindowStore(Faults(write=3, write_error=ClickHouseError))
     worker = new_worker(store)
     record = {"kind": "feedback", "rating_id": "r", "rating_version": 0, "event_id": "a", "event_time": BASE,
               "channel": "chat", "team": None, "agent": None, "category": None, "product": None, "source": "s",
               "satisfied": True, "score": 5.0}
     worker.process([Item(FB, 0, 0, "feedback", record)], 0.0)
-    assert store.fail_writes == 0 and store.all_cells()[("all", "all", window_start(BASE, 60_000))].rated == 1
+    assert store.faults.write == 0 and store.cell_totals()[("all", "all", window_start(BASE, 60_000))].rated == 1
 
 
 def test_watermark_finalises_with_grace_and_idle() -> None:
@@ -372,7 +293,7 @@ def test_csat_undefined_when_nothing_rated() -> None:
 
 
 def test_resolution_histogram_observed_once_per_new_resolution() -> None:
-    store = MemoryStore()
+    store = MemoryWindowStore()
     worker = new_worker(store)
 
     result = worker.process([case_item(0, "created", 0), case_item(1, "resolved", 30)], 0.0)
@@ -384,7 +305,7 @@ def test_resolution_histogram_observed_once_per_new_resolution() -> None:
 
 
 def test_absurd_duration_is_quarantined() -> None:
-    worker = new_worker(MemoryStore())
+    worker = new_worker(MemoryWindowStore())
 
     result = worker.process([case_item(0, "created", 0, None), case_item(1, "resolved", 4 * 60, None)], 0.0)
     # the longest duration believed is 3 h here
@@ -410,7 +331,7 @@ def test_merge_and_subtract_cover_every_field() -> None:
 
 
 def test_rolling_csat_gauges_cover_their_periods() -> None:
-    store = MemoryStore()
+    store = MemoryWindowStore()
     worker = new_worker(store)
     now = BASE // 1000 + 86400
     base = {"kind": "feedback", "rating_version": 1, "channel": "chat", "team": None, "agent": None,
