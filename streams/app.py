@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     heap = HeapFreezer()
     started_at = time.monotonic()
     stopped = asyncio.Event()  # set when the consume task returned (its batches committed or given up)
+    ticking = asyncio.Lock()  # held by a tick in progress
 
     # the stage chain: each agent runs its stage of a batch (Pipeline.step) and hands the batch on; the last
     # one commits it
@@ -139,15 +140,16 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         once and keeps the ClickHouse thread from the window stage (10k events/s fell behind that way)."""
         while not pipeline.stopping:
             await asyncio.sleep(settings.publish_interval_seconds)
-            if not pipeline.started or pipeline.stopping:
-                continue
-            try:
-                await pipeline.tick()
-            except RetryStopped:
-                return
-            except Exception as exc:
-                await app.crash(exc)
-                return
+            async with ticking:  # a stop closes the producer only between ticks
+                if not pipeline.started or pipeline.stopping:
+                    continue
+                try:
+                    await pipeline.tick()
+                except RetryStopped:
+                    return
+                except Exception as exc:
+                    await app.crash(exc)
+                    return
 
     @app.timer(GC_FREEZE_SECONDS)  # type: ignore[untyped-decorator]
     async def freeze_heap() -> None:
@@ -173,7 +175,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         except TimeoutError:
             log.warning("the batches in flight did not finish in %.0f s; they are replayed at the next start",
                         STOP_TIMEOUT_SECONDS)
-        await pipeline.stop()
+        async with ticking:  # a tick in progress publishes before the producer closes
+            await pipeline.stop()
 
     @app.on_worker_init.connect
     def tune_gc(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
