@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -315,8 +316,11 @@ class WindowWorker:
             if dimension not in GAUGE_DIMENSIONS:
                 continue
             metrics.WINDOW_RATED.labels(dimension, value, window).set(agg.rated)
-            if agg.csat_percent is not None:  # undefined CSAT is left out, never exported as 0 or NaN
+            if agg.csat_percent is not None:
                 metrics.WINDOW_CSAT.labels(dimension, value, window).set(agg.csat_percent)
+            else:  # undefined CSAT is absent, never exported as 0, NaN or an older window's value
+                with suppress(KeyError):
+                    metrics.WINDOW_CSAT.remove(dimension, value, window)
         if now - self._rolling_at >= self.rolling_interval_seconds:
             self._rolling_at = now
             self._set_rolling(self._retry("read", lambda: self.store.rolling_totals(

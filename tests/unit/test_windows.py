@@ -370,3 +370,19 @@ def test_case_state_is_the_same_for_any_arrival_order(events: list[tuple[str, in
         return case
 
     assert fold(records) == fold(data.draw(st.permutations(records)))
+
+
+def test_the_csat_gauge_is_absent_while_the_latest_final_window_has_no_ratings() -> None:
+    worker = new_worker(MemoryWindowStore())
+    labels = {"dimension": "channel", "value": "chat", "window": "60s"}
+    rating = {"kind": "feedback", "rating_id": "g1", "rating_version": 0, "event_id": "g1", "event_time": BASE,
+              "channel": "chat", "team": None, "agent": None, "category": None, "product": None, "source": "s",
+              "satisfied": True, "score": 5.0}
+    now = BASE / 1000 + 2 * 3600
+    worker.process([Item(FB, 0, 0, "feedback", rating)], now)
+    worker.results(*worker.advance(now), now)
+    assert metrics.REGISTRY.get_sample_value("satpulse_window_csat_percent", labels) == 100
+    worker.process([case_item(0, "created", 5)], now)  # a later window on chat with a case and no rating
+    worker.results(*worker.advance(now + 10), now + 10)  # past the new source's idle time
+    assert metrics.REGISTRY.get_sample_value("satpulse_window_rated", labels) == 0
+    assert metrics.REGISTRY.get_sample_value("satpulse_window_csat_percent", labels) is None
