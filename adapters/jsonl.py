@@ -13,12 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.emit import Emitter, IngestEncoder, key_of
+from adapters.emit import Emitter, IngestEncoder
 from adapters.privacy import PrivacyPolicy
 from adapters.publisher import Publisher
 from satpulse.deadletter import Origin
-
-__all__ = ["ImportSummary", "key_of", "publish_jsonl"]  # key_of: bench/ and tests/integration import it from here
 
 STAGE = "jsonl"
 

@@ -35,7 +35,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-from adapters.jsonl import key_of  # noqa: E402
+from adapters.emit import key_of  # noqa: E402
 from devtools.sample import sample_submissions, sample_ticket_events  # noqa: E402
 from satpulse import codec, topics  # noqa: E402
 

@@ -32,7 +32,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from adapters.jsonl import key_of  # noqa: E402
+from adapters.emit import key_of  # noqa: E402
 from devtools import services  # noqa: E402
 from devtools.sample import sample_submissions, sample_ticket_events  # noqa: E402
 from devtools.worker_process import WorkerProcess, committed_lag, read_records  # noqa: E402

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from adapters.jsonl import key_of
+from adapters.emit import key_of
 from adapters.publisher import ensure_topics
 from devtools.sample import sample_submissions
 from devtools.worker_process import WorkerProcess, metric_sum, wait_consumed
