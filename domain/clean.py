@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, available_timezones
 
 import orjson
@@ -80,8 +79,7 @@ class Rejected(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Cleaned:
+class Cleaned(NamedTuple):
     """A clean record and the schema it belongs to (``feedback_event`` or ``ticket_event``)."""
 
     schema: str

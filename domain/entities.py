@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from domain.aggregates import WindowAgg, duration_agg, rating_agg
 
@@ -78,8 +78,7 @@ def _dims(record: Mapping[str, Any]) -> Dims:
 
 
 # --- ratings ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class RatingState:
+class RatingState(NamedTuple):
     version: int
     event_id: str
     event_time: int

@@ -8,7 +8,7 @@ highest to 5.0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 SATISFIED_THRESHOLD = 4.0
 
@@ -21,8 +21,7 @@ class ScaleError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Rating:
+class Rating(NamedTuple):
     """A normalised rating: ``score`` is None for scales without an order beyond good/bad."""
 
     score: float | None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from satpulse import codec
 
@@ -12,8 +12,7 @@ DETAIL_MAX_CHARS = 2000
 REF_MAX_CHARS = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
     """Where an input came from: a Kafka position or, for files and HTTP, a reference such as path:line."""
 
     topic: str | None = None

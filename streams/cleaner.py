@@ -7,7 +7,7 @@ payload, it returns a message for it, so one record can never stop the stage.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from domain.clean import Rejected, clean, parse_json_object
 from domain.limits import DEFAULT_LIMITS, Limits
@@ -21,8 +21,7 @@ STAGE = STAGE_LABEL[Stage.CLEAN]  # the dead letters' stage
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class CleanMessage:
+class CleanMessage(NamedTuple):
     """A clean event to publish: ``value`` encodes ``record`` (a ``kind`` event) for ``topic``, keyed by its
     rating or case id."""
 
@@ -33,8 +32,7 @@ class CleanMessage:
     record: CleanEvent
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetterMessage:
+class DeadLetterMessage(NamedTuple):
     """A dead letter to publish on the dead-letter topic: ``reason`` is one of domain.clean.REASONS."""
 
     topic: str

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from domain.aggregates import WindowAgg
 from domain.entities import (
@@ -43,8 +43,7 @@ GAUGE_DIMENSIONS = ("all", "channel", "team")
 ROLLING_PERIODS = {"15m": 900, "1h": 3600, "24h": 86400}
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):
     """One clean event from a source: ``kind`` is feedback or ticket."""
 
     topic: str
