@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.limits import Limits
@@ -31,6 +31,24 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 19094
     topic_partitions: int = 4
     topic_namespace: str = "satpulse"  # topics are named {namespace}.{name}.v{n} (satpulse/topics.py)
+
+    # Kafka cluster (issue 17). Topics the pipeline creates get topic_replication_factor replicas and the topic
+    # config min.insync.replicas = topic_min_insync_replicas (existing topics are left as they are); 1/1 suits
+    # one broker. `satpulse services up --cluster` runs one combined broker+controller per port in
+    # kafka_cluster_ports (its controller listens on port + 1) under {work_dir}/cluster/kafka-N; point the
+    # pipeline at it with kafka_bootstrap = those ports, replication factor 3, min insync replicas 2 (docs/scaling.md).
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    kafka_cluster_ports: list[int] = Field(default_factory=lambda: [19192, 19292, 19392], min_length=1)
+    kafka_cluster_heap_mb: int = Field(default=512, ge=128)  # -Xmx of each cluster node (the single node: 1 GiB)
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> Settings:
+        """More in-sync replicas than replicas would make every acks=all write fail: refuse it at start-up."""
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(f"topic_min_insync_replicas ({self.topic_min_insync_replicas}) exceeds "
+                             f"topic_replication_factor ({self.topic_replication_factor})")
+        return self
 
     # ClickHouse: chdb:///path (embedded, default) or clickhouse://user:password@host:port/database
     clickhouse_url: SecretStr = SecretStr("chdb://" + str(REPO_ROOT / ".work" / "chdb"))
