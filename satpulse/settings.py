@@ -55,6 +55,21 @@ class Settings(BaseSettings):
     clickhouse_native_port: int = 19000
     clickhouse_http_port: int = 18123
 
+    # ClickHouse cluster (issue 17). With clickhouse_cluster set (a cluster name in the servers' remote_servers),
+    # migrations create each table as Replicated*MergeTree ON CLUSTER (data in {table}_local, ZooKeeper path from
+    # the {shard} and {replica} macros) plus a Distributed table under the table's own name that the pipeline
+    # reads and writes synchronously; an insert is acknowledged once clickhouse_insert_quorum replicas of its
+    # shard hold it (2 of 2: any one replica may die without losing an acknowledged batch; writes wait while
+    # one is down). clickhouse_url may then name every replica: clickhouse://user:pw@host1:port1,host2:port2/db
+    # (the client fails over in that order). `satpulse services up --cluster` runs ZooKeeper and one replica per
+    # port in clickhouse_cluster_ports (http: clickhouse_cluster_http_ports, replication: port + 9) under
+    # {work_dir}/cluster/ (satpulse/clickhouse_cluster.py, docs/scaling.md#clickhouse-replicas).
+    clickhouse_cluster: str | None = None
+    clickhouse_insert_quorum: int = Field(default=2, ge=1)
+    clickhouse_cluster_ports: list[int] = Field(default_factory=lambda: [19100, 19200], min_length=1)
+    clickhouse_cluster_http_ports: list[int] = Field(default_factory=lambda: [18223, 18323], min_length=1)
+    zookeeper_port: int = 19181
+
     # Prometheus / Alertmanager (local services)
     prometheus_port: int = 19090
     alertmanager_port: int = 19093
