@@ -1,0 +1,214 @@
+"""Broker failover on the real 3-node Kafka cluster (issue 17): a steady stream of valid events goes through a
+``satpulse worker`` process while the broker leading the busiest ingest partition is killed with SIGKILL and
+restarted.
+
+What must hold: the topics have 3 replicas and min.insync.replicas 2; every event reaches Kafka exactly once
+(idempotent acks=all producer: no event lost or doubled on the topic); the stored totals equal the offline
+computation of tests/integration/test_workers.py exactly; the same worker process keeps running, and the killed
+partition is consumed again within :data:`PAUSE_BOUND_SECONDS` (a liveness deadline, not a performance
+assertion: the measured pause is printed); and the CSAT drop that the stream carries after the kill raises
+SatpulseCsatLow in a real Prometheus scraping the worker (its `for:` shortened to 2 s, tests/cluster/conftest.py)
+while SatpulseWorkerDown never fires. ClickHouse is chDB in the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+from adapters.jsonl import key_of
+from adapters.publisher import Publisher, ensure_topics
+from satpulse import services as local_services
+from satpulse import topics
+from satpulse.sample import sample_ticket_events
+from satpulse.settings import Settings
+from satpulse.worker_process import WorkerProcess, metric_sum, read_records, wait_consumed
+from sinks.clickhouse import connect
+from sinks.queries import totals
+from tests.integration.test_alerting import wait_for
+from tests.integration.test_workers import offline
+
+if TYPE_CHECKING:
+    from tests.cluster.conftest import Monitoring
+
+pytestmark = pytest.mark.cluster
+
+WINDOW_SECONDS = 5
+RATINGS = 8_000  # chat ratings on a 1-5 scale: the first half 90 % satisfied, the second half 20 %
+CASES = 200  # support cases (created, first response, resolved; some reopened), event times 3-4 h ago
+RATE = 300  # events per second the producer aims at (the stream lasts ~30 s)
+KILL_AFTER = 0.25  # share of the stream the worker has taken in when the broker is killed
+PAUSE_BOUND_SECONDS = 120.0
+
+
+def _stream(tag: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(feedback, tickets) in the shapes offline() knows; feedback event times are set when sent."""
+    feedback = [{"kind": "feedback", "event_id": f"{tag}-r{i}", "source": "failover-test", "channel": "Live chat",
+                 "ticket_id": f"{tag}-r{i}", "rating_scale": "1-5",
+                 "rating_value": 5 if i % 10 < (9 if i < RATINGS // 2 else 2) else 1} for i in range(RATINGS)]
+    now_ms = int(time.time() * 1000)
+    tickets = list(sample_ticket_events(CASES, now_ms - 4 * 3600_000, 3600_000, seed=17))
+    return feedback, tickets
+
+
+class Producer(threading.Thread):
+    """Publishes the events in order at about :data:`RATE`/s (acks=all, idempotent: adapters.publisher) keyed as
+    ``satpulse publish`` keys them; ``sent`` counts the events handed to the producer, ``error`` keeps a failure."""
+
+    def __init__(self, settings: Settings, ingest: str, events: list[dict[str, Any]]) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.ingest, self.events = settings, ingest, events
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with Publisher(self.settings) as publisher:
+                started = time.monotonic()
+                for event in self.events:
+                    if event["kind"] == "feedback":
+                        event["event_time"] = int(time.time() * 1000)
+                    publisher.send(self.ingest, key_of(event), json.dumps(event).encode())
+                    self.sent += 1
+                    ahead = self.sent / RATE - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        except BaseException as exc:
+            self.error = exc
+
+
+def _partitions(admin: KafkaAdminClient, topic: str) -> dict[int, dict[str, Any]]:
+    """partition -> its description (leader_id, replica_nodes, isr_nodes, ...)."""
+    (described,) = admin.describe_topics([topic])
+    return {p["partition_index"]: p for p in described["partitions"]}
+
+
+def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+def _committed(admin: KafkaAdminClient, group: str, topic: str, partition: int) -> int:
+    offsets = admin.list_group_offsets(group).get(group, {})
+    meta = offsets.get(TopicPartition(topic, partition))
+    return -1 if meta is None else int(meta.offset)
+
+
+def _stored(url: str) -> dict[str, tuple[int, ...]]:
+    """channel -> (rated, satisfied, created, resolved, resolution ms sum) as stored, in offline()'s shape."""
+    ch = connect(url)
+    try:
+        return {r.dimension_value: (r.agg.rated, r.agg.satisfied, r.agg.created, r.agg.resolved, r.agg.resolution_ms)
+                for r in totals(ch, "channel", WINDOW_SECONDS)}
+    finally:
+        ch.close()
+
+
+@pytest.fixture
+def admin(kafka_cluster: dict[str, str]) -> Iterator[KafkaAdminClient]:
+    client = KafkaAdminClient(bootstrap_servers=kafka_cluster["SATPULSE_KAFKA_BOOTSTRAP"])
+    yield client
+    client.close()
+
+
+def test_kill_9_leader_of_busiest_partition_mid_stream(kafka_cluster: dict[str, str],
+                                                       cluster_prometheus: Monitoring, admin: KafkaAdminClient,
+                                                       tmp_path: Path) -> None:
+    namespace = f"failover-{uuid.uuid4().hex[:8]}"
+    names = topics.for_namespace(namespace)
+    group = f"g-{namespace}"
+    url = f"chdb://{tmp_path / 'chdb'}"
+    bootstrap = kafka_cluster["SATPULSE_KAFKA_BOOTSTRAP"]
+    env = {**kafka_cluster, "SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": group,
+           "SATPULSE_CLICKHOUSE_URL": url, "SATPULSE_WORKER_WEB_PORT": str(cluster_prometheus.worker_port),
+           "SATPULSE_WINDOW_SECONDS": str(WINDOW_SECONDS), "SATPULSE_GRACE_SECONDS": "1",
+           "SATPULSE_IDLE_SECONDS": "1"}
+    settings = Settings(**{key.removeprefix("SATPULSE_").lower(): value for key, value in env.items()})
+    ensure_topics(settings, names.all())
+
+    # the topics as the settings ask: 3 replicas, all in sync, writes need 2
+    ingest = _partitions(admin, names.ingest)
+    assert {len(p["replica_nodes"]) for p in ingest.values()} == {3}
+    assert {len(p["isr_nodes"]) for p in ingest.values()} == {3}
+    configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, names.ingest,
+                                                     ["min.insync.replicas"])])
+    assert configs["topic"][names.ingest]["min.insync.replicas"]["value"] == "2"
+
+    feedback, tickets = _stream(namespace)
+    events = [e for pair in zip(feedback[:len(tickets)], tickets, strict=True) for e in pair]
+    events += feedback[len(tickets):]
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(env, log, cluster_prometheus.worker_port)
+    worker.start(timeout=120)
+    assert worker.proc is not None
+    worker_pid = worker.proc.pid
+    producer = Producer(settings, names.ingest, events)
+    prometheus = cluster_prometheus.prometheus
+    try:
+        producer.start()
+        wait_for("the worker to take in a quarter of the stream",
+                 lambda: metric_sum(worker.scrape(), "satpulse_events_in_total", stage="cleaner")
+                 >= KILL_AFTER * len(events), 120, log)
+
+        # kill -9 the broker that leads the busiest ingest partition
+        ends = _end_offsets(bootstrap, names.ingest)
+        busiest = max(ends, key=lambda p: (ends[p], -p))
+        leader = _partitions(admin, names.ingest)[busiest]["leader_id"]
+        (node,) = [st for st in local_services.kafka_cluster_status() if st.name == f"kafka-{leader}"]
+        assert node.pid is not None
+        assert producer.is_alive(), "the stream ended before the kill: raise RATINGS"
+        killed_at = time.monotonic()
+        os.kill(node.pid, signal.SIGKILL)
+
+        def moved() -> bool:
+            p = _partitions(admin, names.ingest)[busiest]
+            return p["leader_id"] not in (leader, -1) and leader not in p["isr_nodes"]
+
+        wait_for(f"a new leader of partition {busiest} without broker {leader} in its ISR", moved, 120, log)
+        wait_for(f"the worker to commit records of partition {busiest} written after the kill",
+                 lambda: _committed(admin, group, names.ingest, busiest) > ends[busiest], PAUSE_BOUND_SECONDS, log)
+        pause = time.monotonic() - killed_at
+
+        local_services.kafka_cluster_up()  # restarts the killed node, waits until every node is live again
+        wait_for("all 3 replicas of every ingest partition back in sync",
+                 lambda: {len(p["isr_nodes"]) for p in _partitions(admin, names.ingest).values()} == {3}, 120, log)
+        producer.join(timeout=300)
+        assert not producer.is_alive() and producer.error is None, producer.error
+        wait_consumed(bootstrap, group, [names.ingest], 180)
+
+        # the drop in the second half of the stream (written after the kill) raises the CSAT alert
+        firing = wait_for("SatpulseCsatLow firing for chat", lambda: [
+            labels for state, labels in prometheus.alert_states("SatpulseCsatLow")
+            if state == "firing" and labels.get("channel") == "chat"], 120, log)
+        assert firing[0]["window"] == f"{WINDOW_SECONDS}s"
+        assert [s for s, _ in prometheus.alert_states("SatpulseWorkerDown") if s == "firing"] == []
+        assert worker.proc.poll() is None and worker.proc.pid == worker_pid  # the same process throughout
+        samples = worker.scrape()
+        assert metric_sum(samples, "satpulse_dead_letters_total") == 0
+        print(f"\nkilled broker {leader} (leader of ingest partition {busiest}); that partition was consumed "
+              f"again {pause:.1f} s later", file=sys.stderr)
+    finally:
+        producer.join(timeout=300)
+        worker.stop()
+
+    # on the topic: every event exactly once (nothing lost, no producer retry doubled)
+    written = [json.loads(r.value)["event_id"] for r in read_records(bootstrap, names.ingest)]
+    assert sorted(written) == sorted(e["event_id"] for e in events)
+    # stored: exactly the offline answer
+    assert _stored(url) == offline(feedback, tickets)
