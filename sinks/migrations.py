@@ -9,6 +9,14 @@ Runs on ClickHouse 18.16 (Debian) and current ClickHouse (chDB, docker-compose) 
 DateTime64, ``IF NOT EXISTS`` on columns and dedup tokens. Idempotence comes from the table design:
 ReplacingMergeTree keyed by identity — window cells by cell and source, versioned by source offset; clean
 events by event (since migration 5), the copy at the earliest offset winning — and readers use FINAL or argMax.
+
+On a cluster (``ch.cluster``, setting ``clickhouse_cluster``) the same steps run ``ON CLUSTER``, translated in one
+place (:func:`_replicated`): each table's rows live in ``{table}_local``, a Replicated* version of the engine with
+ZooKeeper path ``/clickhouse/tables/{shard}/{db}/{table}_v{migration}`` and replica ``{replica}`` (macros of each
+server), and ``{table}`` itself becomes a Distributed table over them, sharded by a hash of the sorting key (every
+version of a row on one shard, so FINAL and the replacing engines work per shard). Readers and writers keep using
+``{table}``. A Distributed table copies its columns when created, so after a step changes a local table the
+Distributed one is rebuilt to match (:func:`_sync_distributed`) and swapped in by one RENAME.
 """
 
 from __future__ import annotations
@@ -221,8 +229,9 @@ def migrate(ch: ClickHouse, rebuild: bool = False) -> list[int]:
     one of them rebuilt already is not rebuilt again). With ``rebuild`` (``satpulse migrate``, every worker
     stopped): applies every pending migration."""
     db = ch.database
-    ch.execute(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at DateTime) "
-               "ENGINE = ReplacingMergeTree ORDER BY version")
+    if not _table_exists(ch, "schema_migrations"):  # on a cluster, DDL waits for every replica: only when needed
+        _create(ch, 0, "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at DateTime) "
+                       "ENGINE = ReplacingMergeTree ORDER BY version")
     done = {row[0] for row in ch.query(f"SELECT version FROM {db}.schema_migrations")}
     pending = [(version, steps) for version, steps in MIGRATIONS if version not in done]
     if not rebuild:
@@ -230,7 +239,7 @@ def migrate(ch: ClickHouse, rebuild: bool = False) -> list[int]:
         if blocked:
             raise MigrationRequired(blocked)
     for version, steps in pending:
-        _apply(ch, steps)
+        _apply(ch, version, steps)
         ch.insert(f"{db}.schema_migrations", ("version", "applied_at"), [(version, int(time.time()))])
     return [version for version, _ in pending]
 
@@ -249,14 +258,89 @@ def _describe_step(step: str | AddColumn | Rekey) -> str:
     return f"create table {created.group(1)}" if created else step.strip().splitlines()[0]
 
 
-def _apply(ch: ClickHouse, steps: tuple[str | AddColumn | Rekey, ...]) -> None:
+def _apply(ch: ClickHouse, version: int, steps: tuple[str | AddColumn | Rekey, ...]) -> None:
     for step in steps:
         if isinstance(step, AddColumn):
             _add_column(ch, step)
         elif isinstance(step, Rekey):
-            _rekey(ch, step)
+            _rekey(ch, version, step)
         else:
-            ch.execute(step.format(db=ch.database))
+            _create(ch, version, step)
+
+
+# ------------------------------------------------------------------------------------------ one server or a cluster
+
+_CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS \{db\}\.(?P<table>\w+) (?P<columns>\(.*\)) ENGINE = (?P<engine>.*)",
+                     re.S)
+_ENGINE = re.compile(r"(?P<name>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)", re.S)
+
+
+def _local(ch: ClickHouse, table: str) -> str:
+    """The table that holds the rows of ``table``: itself on one server, ``{table}_local`` on a cluster."""
+    return table if ch.cluster is None else f"{table}_local"
+
+
+def _on_cluster(ch: ClickHouse) -> str:
+    return "" if ch.cluster is None else f" ON CLUSTER {ch.cluster}"
+
+
+def _replicated(ch: ClickHouse, version: int, table: str, engine: str) -> str:
+    """``engine`` (``[Replacing|Aggregating|...]MergeTree[(args)] [PARTITION BY ...] ORDER BY ...``) for the rows
+    of ``table`` created by migration ``version``: unchanged on one server, its Replicated* form on a cluster
+    (a new ZooKeeper path per creating migration, so a rebuilt table never joins its predecessor's replicas)."""
+    if ch.cluster is None:
+        return engine
+    parts = _ENGINE.fullmatch(engine.strip())
+    if parts is None:
+        raise ValueError(f"not a MergeTree engine: {engine!r}")
+    path = f"/clickhouse/tables/{{shard}}/{ch.database}/{table}_v{version}"
+    args = f", {parts['args']}" if parts["args"] else ""
+    return f"Replicated{parts['name']}('{path}', '{{replica}}'{args}){parts['rest']}"
+
+
+def _create(ch: ClickHouse, version: int, statement: str) -> None:
+    """Run a ``CREATE TABLE IF NOT EXISTS {db}.t (...) ENGINE = ...`` step: as written on one server; on a cluster
+    as ``t_local`` with the replicated engine on every replica, and ``t`` as a Distributed table over it."""
+    if ch.cluster is None:
+        ch.execute(statement.format(db=ch.database))
+        return
+    parts = _CREATE.fullmatch(statement.strip())
+    if parts is None:
+        raise ValueError(f"not a CREATE TABLE IF NOT EXISTS step: {statement[:80]!r}")
+    table = parts["table"]
+    if not _table_exists(ch, _local(ch, table)):
+        ch.execute(f"CREATE TABLE IF NOT EXISTS {ch.database}.{_local(ch, table)}{_on_cluster(ch)} "
+                   f"{parts['columns']} ENGINE = {_replicated(ch, version, table, parts['engine'])}")
+    _sync_distributed(ch, table)
+
+
+def _sync_distributed(ch: ClickHouse, table: str) -> None:
+    """On a cluster: make the Distributed table ``table`` match the columns and sorting key of ``table_local``
+    (as this replica has them), building a new one and swapping it in with one RENAME on every replica, so that
+    concurrent readers and writers always find the table. No-op when it matches (or on one server)."""
+    if ch.cluster is None:
+        return
+    db, local = ch.database, _local(ch, table)
+    columns_sql = ("SELECT name, type, default_kind, default_expression FROM system.columns "
+                   "WHERE database = %(d)s AND table = %(t)s")
+    columns = ch.query(columns_sql, {"d": db, "t": local})
+    key = ch.query("SELECT sorting_key FROM system.tables WHERE database = %(d)s AND name = %(t)s",
+                   {"d": db, "t": local})[0][0]
+    engine = f"Distributed({ch.cluster}, {db}, {local}, cityHash64({key}))"
+    current = ch.query("SELECT engine_full FROM system.tables WHERE database = %(d)s AND name = %(t)s",
+                       {"d": db, "t": table})
+    if current and current[0][0] == engine and ch.query(columns_sql, {"d": db, "t": table}) == columns:
+        return
+    definitions = ", ".join(f"{name} {type_} {kind} {expression}".rstrip()
+                            for name, type_, kind, expression in columns)
+    on = _on_cluster(ch)
+    ch.execute(f"DROP TABLE IF EXISTS {db}.{table}_refreshed{on}")  # left by an interrupted run
+    ch.execute(f"CREATE TABLE {db}.{table}_refreshed{on} ({definitions}) ENGINE = {engine}")
+    if current:
+        ch.execute(f"RENAME TABLE {db}.{table} TO {db}.{table}_stale, {db}.{table}_refreshed TO {db}.{table}{on}")
+        ch.execute(f"DROP TABLE {db}.{table}_stale{on}")
+    else:
+        ch.execute(f"RENAME TABLE {db}.{table}_refreshed TO {db}.{table}{on}")
 
 
 def _add_column(ch: ClickHouse, step: AddColumn) -> None:
@@ -264,16 +348,17 @@ def _add_column(ch: ClickHouse, step: AddColumn) -> None:
 
     def exists() -> bool:
         rows = ch.query("SELECT count() FROM system.columns WHERE database = %(d)s AND table = %(t)s AND name = %(c)s",
-                        {"d": ch.database, "t": step.table, "c": step.column})
+                        {"d": ch.database, "t": _local(ch, step.table), "c": step.column})
         return int(rows[0][0]) > 0
 
-    if exists():
-        return
-    try:
-        ch.execute(f"ALTER TABLE {ch.database}.{step.table} ADD COLUMN {step.column} {step.type}")
-    except ClickHouseError:
-        if not exists():
-            raise
+    if not exists():
+        try:
+            ch.execute(f"ALTER TABLE {ch.database}.{_local(ch, step.table)}{_on_cluster(ch)} "
+                       f"ADD COLUMN {step.column} {step.type}")
+        except ClickHouseError:
+            if not exists():
+                raise
+    _sync_distributed(ch, step.table)
 
 
 def _table_exists(ch: ClickHouse, table: str) -> bool:
@@ -284,20 +369,29 @@ def _table_exists(ch: ClickHouse, table: str) -> bool:
 
 def _copies_rows(ch: ClickHouse, step: str | AddColumn | Rekey) -> bool:
     """Whether ``step`` is a rebuild that would copy rows now: its table holds data and is not rebuilt yet."""
-    if not isinstance(step, Rekey) or _table_exists(ch, f"{step.table}_previous"):
+    if not isinstance(step, Rekey) or _table_exists(ch, _local(ch, f"{step.table}_previous")):
         return False
     return _table_exists(ch, step.table) and int(ch.query(f"SELECT count() FROM {ch.database}.{step.table}")[0][0]) > 0
 
 
-def _rekey(ch: ClickHouse, step: Rekey) -> None:
-    db, table = ch.database, step.table
-    if _table_exists(ch, f"{table}_previous"):
+def _rekey(ch: ClickHouse, version: int, step: Rekey) -> None:
+    """On a cluster the copy goes through a Distributed table over the new local tables (rows re-sharded by the
+    new sorting key), the local tables are swapped on every replica, and the Distributed table follows."""
+    db, table, on = ch.database, step.table, _on_cluster(ch)
+    local, rekeyed, previous = (_local(ch, name) for name in (table, f"{table}_rekeyed", f"{table}_previous"))
+    if _table_exists(ch, previous):
+        _sync_distributed(ch, table)  # a run interrupted after the swap
         return
-    ch.execute(f"DROP TABLE IF EXISTS {db}.{table}_rekeyed")  # a copy left by an interrupted run
-    ch.execute(f"CREATE TABLE {db}.{table}_rekeyed AS {db}.{table} ENGINE = {step.engine}")
+    ch.execute(f"DROP TABLE IF EXISTS {db}.{rekeyed}{on}")  # a copy left by an interrupted run
+    ch.execute(f"CREATE TABLE {db}.{rekeyed}{on} AS {db}.{local} "
+               f"ENGINE = {_replicated(ch, version, table, step.engine)}")
+    _sync_distributed(ch, f"{table}_rekeyed")
     ch.execute(f"INSERT INTO {db}.{table}_rekeyed SELECT * FROM {db}.{table}")
     try:
-        ch.execute(f"RENAME TABLE {db}.{table} TO {db}.{table}_previous, {db}.{table}_rekeyed TO {db}.{table}")
+        ch.execute(f"RENAME TABLE {db}.{local} TO {db}.{previous}, {db}.{rekeyed} TO {db}.{local}{on}")
     except ClickHouseError:
-        if not _table_exists(ch, f"{table}_previous"):  # not a concurrent worker that renamed first
+        if not _table_exists(ch, previous):  # not a concurrent worker that renamed first
             raise
+    if ch.cluster is not None:
+        ch.execute(f"DROP TABLE IF EXISTS {db}.{table}_rekeyed{on}")
+        _sync_distributed(ch, table)
