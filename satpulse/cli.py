@@ -210,7 +210,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from sinks.clickhouse import connect
     from sinks.migrations import describe, migrate
 
-    ch = connect(args.url or get_settings().clickhouse_url.get_secret_value())
+    settings = get_settings()
+    ch = connect(args.url or settings.clickhouse_url.get_secret_value(), settings.clickhouse_cluster,
+                 settings.clickhouse_insert_quorum)
     try:
         applied = migrate(ch, rebuild=True)
     finally:
@@ -246,7 +248,8 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"satpulse dead-letters: --since: {exc}", file=sys.stderr)
         return 2
-    ch = connect(args.url or settings.clickhouse_url.get_secret_value())
+    ch = connect(args.url or settings.clickhouse_url.get_secret_value(), settings.clickhouse_cluster,
+                 settings.clickhouse_insert_quorum)
     try:
         if args.action == "summary":
             sys.stdout.write(tools.format_summary(tools.summary(ch, since), since))

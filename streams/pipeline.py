@@ -422,7 +422,7 @@ class Pipeline:
             s = self.settings
 
             def connect_and_migrate() -> ClickHouse:
-                ch = connect(s.clickhouse_url.get_secret_value())
+                ch = connect(s.clickhouse_url.get_secret_value(), s.clickhouse_cluster, s.clickhouse_insert_quorum)
                 migrate(ch)
                 return ch
 
