@@ -230,8 +230,8 @@ def migrate(ch: ClickHouse, rebuild: bool = False) -> list[int]:
     stopped): applies every pending migration."""
     db = ch.database
     if not _table_exists(ch, "schema_migrations"):  # on a cluster, DDL waits for every replica: only when needed
-        _create(ch, 0, "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at DateTime) "
-                       "ENGINE = ReplacingMergeTree ORDER BY version")
+        _apply(ch, 0, ("CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at DateTime) "
+                       "ENGINE = ReplacingMergeTree ORDER BY version",))
     done = {row[0] for row in ch.query(f"SELECT version FROM {db}.schema_migrations")}
     pending = [(version, steps) for version, steps in MIGRATIONS if version not in done]
     if not rebuild:
@@ -259,13 +259,20 @@ def _describe_step(step: str | AddColumn | Rekey) -> str:
 
 
 def _apply(ch: ClickHouse, version: int, steps: tuple[str | AddColumn | Rekey, ...]) -> None:
+    """Run the steps of migration ``version``, then bring the Distributed tables of the tables they touched up
+    to date (on a cluster: once per table, not once per step)."""
+    touched: dict[str, None] = {}  # in order
     for step in steps:
         if isinstance(step, AddColumn):
             _add_column(ch, step)
+            touched[step.table] = None
         elif isinstance(step, Rekey):
             _rekey(ch, version, step)
+            touched[step.table] = None
         else:
-            _create(ch, version, step)
+            touched[_create(ch, version, step)] = None
+    for table in touched:
+        _sync_distributed(ch, table)
 
 
 # ------------------------------------------------------------------------------------------ one server or a cluster
@@ -298,20 +305,20 @@ def _replicated(ch: ClickHouse, version: int, table: str, engine: str) -> str:
     return f"Replicated{parts['name']}('{path}', '{{replica}}'{args}){parts['rest']}"
 
 
-def _create(ch: ClickHouse, version: int, statement: str) -> None:
-    """Run a ``CREATE TABLE IF NOT EXISTS {db}.t (...) ENGINE = ...`` step: as written on one server; on a cluster
-    as ``t_local`` with the replicated engine on every replica, and ``t`` as a Distributed table over it."""
-    if ch.cluster is None:
-        ch.execute(statement.format(db=ch.database))
-        return
+def _create(ch: ClickHouse, version: int, statement: str) -> str:
+    """Run a ``CREATE TABLE IF NOT EXISTS {db}.t (...) ENGINE = ...`` step; returns t. As written on one server;
+    on a cluster as ``t_local`` with the replicated engine on every replica (``t`` is left to
+    :func:`_sync_distributed`). Raises ValueError for any other statement."""
     parts = _CREATE.fullmatch(statement.strip())
     if parts is None:
         raise ValueError(f"not a CREATE TABLE IF NOT EXISTS step: {statement[:80]!r}")
     table = parts["table"]
-    if not _table_exists(ch, _local(ch, table)):
+    if ch.cluster is None:
+        ch.execute(statement.format(db=ch.database))
+    elif not _table_exists(ch, _local(ch, table)):
         ch.execute(f"CREATE TABLE IF NOT EXISTS {ch.database}.{_local(ch, table)}{_on_cluster(ch)} "
                    f"{parts['columns']} ENGINE = {_replicated(ch, version, table, parts['engine'])}")
-    _sync_distributed(ch, table)
+    return table
 
 
 def _sync_distributed(ch: ClickHouse, table: str) -> None:
@@ -351,14 +358,14 @@ def _add_column(ch: ClickHouse, step: AddColumn) -> None:
                         {"d": ch.database, "t": _local(ch, step.table), "c": step.column})
         return int(rows[0][0]) > 0
 
-    if not exists():
-        try:
-            ch.execute(f"ALTER TABLE {ch.database}.{_local(ch, step.table)}{_on_cluster(ch)} "
-                       f"ADD COLUMN {step.column} {step.type}")
-        except ClickHouseError:
-            if not exists():
-                raise
-    _sync_distributed(ch, step.table)
+    if exists():
+        return
+    try:
+        ch.execute(f"ALTER TABLE {ch.database}.{_local(ch, step.table)}{_on_cluster(ch)} "
+                   f"ADD COLUMN {step.column} {step.type}")
+    except ClickHouseError:
+        if not exists():
+            raise
 
 
 def _table_exists(ch: ClickHouse, table: str) -> bool:
@@ -376,11 +383,11 @@ def _copies_rows(ch: ClickHouse, step: str | AddColumn | Rekey) -> bool:
 
 def _rekey(ch: ClickHouse, version: int, step: Rekey) -> None:
     """On a cluster the copy goes through a Distributed table over the new local tables (rows re-sharded by the
-    new sorting key), the local tables are swapped on every replica, and the Distributed table follows."""
+    new sorting key) and the local tables are swapped on every replica; :func:`_apply` then rebuilds the
+    Distributed table (its sharding key follows the sorting key)."""
     db, table, on = ch.database, step.table, _on_cluster(ch)
     local, rekeyed, previous = (_local(ch, name) for name in (table, f"{table}_rekeyed", f"{table}_previous"))
     if _table_exists(ch, previous):
-        _sync_distributed(ch, table)  # a run interrupted after the swap
         return
     ch.execute(f"DROP TABLE IF EXISTS {db}.{rekeyed}{on}")  # a copy left by an interrupted run
     ch.execute(f"CREATE TABLE {db}.{rekeyed}{on} AS {db}.{local} "
@@ -394,4 +401,3 @@ def _rekey(ch: ClickHouse, version: int, step: Rekey) -> None:
             raise
     if ch.cluster is not None:
         ch.execute(f"DROP TABLE IF EXISTS {db}.{table}_rekeyed{on}")
-        _sync_distributed(ch, table)
