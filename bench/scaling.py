@@ -151,6 +151,7 @@ def main(args: argparse.Namespace, command: str) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- cluster mode
+IDLE_SECONDS = 10.0  # CPU of the brokers and ClickHouse without traffic is measured over this long first
 
 
 def cluster_table(results: list[Result], others: list[str]) -> str:
@@ -199,6 +200,9 @@ def cluster_main(argv: list[str]) -> int:
         pids = {st.name: st.pid for st in services.kafka_cluster_status() if st.pid is not None}
         pids["clickhouse"] = services.status(["clickhouse"])["clickhouse"].pid or 0
         load_before = os.getloadavg()
+        idle_cpu0 = {name: proc_cpu(pid) for name, pid in pids.items()}
+        time.sleep(IDLE_SECONDS)
+        idle = {name: (proc_cpu(pid) - idle_cpu0[name]) / IDLE_SECONDS for name, pid in pids.items()}
         messages = generate(args.events)
         results = []
         with scratch_dir() as tmp:
@@ -218,6 +222,8 @@ def cluster_main(argv: list[str]) -> int:
         f"- {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, command: `python bench/scaling.py {' '.join(argv)}`",
         f"- machine: {machine()}; load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
         f"after: {'/'.join(f'{x:.2f}' for x in os.getloadavg())} (other jobs share the machine)",
+        f"- idle CPU before the cells ({IDLE_SECONDS:.0f} s without traffic, % of a core): "
+        + ", ".join(f"{name} {100 * share:.1f} %" for name, share in idle.items()),
         f"- input: {args.events:,} raw submissions (the throughput mix), produced once per cell (acks=1, in the "
         f"harness) to a fresh namespace with {args.partitions} partitions per topic; the workers (one consumer group, "
         "acks=all + idempotence for what they publish) write to a fresh database on one ClickHouse server",

@@ -265,24 +265,33 @@ def _cluster_replicas(settings: Settings) -> tuple[int, int]:
     return replicas, max(1, replicas - 1)
 
 
-def _cluster_id(settings: Settings) -> str:
-    """The id every node is formatted with: made once, kept in <work_dir>/cluster/cluster.id."""
-    path = settings.work_dir / "cluster.id"
+def _cluster_id(settings: Settings, voters: str) -> str:
+    """The id every node is formatted with: made once and kept with the quorum it was made for in
+    <work_dir>/cluster/kafka-cluster.json. Raises ServiceError if ``kafka_cluster_ports`` changed since: the nodes'
+    stored metadata names the old quorum and brokers (remove the directory to start a new cluster)."""
+    path = settings.work_dir / "kafka-cluster.json"
     if not path.exists():
-        path.write_text(_new_cluster_id())
-    return path.read_text().strip()
+        path.write_text(json.dumps({"cluster_id": _new_cluster_id(), "voters": voters}))
+    recorded = json.loads(path.read_text())
+    if recorded["voters"] != voters:
+        raise ServiceError(f"the Kafka cluster in {settings.work_dir} was made for the quorum {recorded['voters']}, "
+                           f"not {voters} (kafka_cluster_ports changed): stop it (services down --cluster) and "
+                           f"remove its kafka-* directories and {path.name}, or use another work_dir")
+    return str(recorded["cluster_id"])
 
 
 def _kafka_node_prepare(settings: Settings, home: Path, index: int) -> list[str]:
     ports = settings.kafka_cluster_ports
     replicas, min_insync = _cluster_replicas(settings)
+    voters = ",".join(f"{i + 1}@127.0.0.1:{port + 1}" for i, port in enumerate(ports))
+    cluster_id = _cluster_id(settings, voters)
     properties = home / "server.properties"
     _render(CONFIG_DIR / "kafka" / "cluster.properties", properties, {
         **_values(settings), "node_id": index + 1, "home": home, "kafka_port": ports[index],
         "kafka_controller_port": ports[index] + 1, "replication_factor": replicas, "min_insync_replicas": min_insync,
-        "voters": ",".join(f"{i + 1}@127.0.0.1:{port + 1}" for i, port in enumerate(ports)),
+        "voters": voters,
     })
-    _kafka_format(home, properties, _cluster_id(settings))
+    _kafka_format(home, properties, cluster_id)
     return _kafka_argv(properties, settings.kafka_cluster_heap_mb)
 
 
