@@ -323,13 +323,15 @@ def _create(ch: ClickHouse, version: int, statement: str) -> str:
 
 def _sync_distributed(ch: ClickHouse, table: str) -> None:
     """On a cluster: make the Distributed table ``table`` match the columns and sorting key of ``table_local``
-    (as this replica has them), building a new one and swapping it in with one RENAME on every replica, so that
+    (as this replica has them; MATERIALIZED columns as ALIAS), building a new one and swapping it in with one RENAME on every replica, so that
     concurrent readers and writers always find the table. No-op when it matches (or on one server)."""
     if ch.cluster is None:
         return
     db, local = ch.database, _local(ch, table)
-    columns_sql = ("SELECT name, type, default_kind, default_expression FROM system.columns "
-                   "WHERE database = %(d)s AND table = %(t)s")
+    # a MATERIALIZED column becomes an ALIAS of the same expression: a Distributed table of 18.16 would compute
+    # it and send it along, and the local table refuses values for it (code 44)
+    columns_sql = ("SELECT name, type, if(default_kind = 'MATERIALIZED', 'ALIAS', default_kind), default_expression "
+                   "FROM system.columns WHERE database = %(d)s AND table = %(t)s")
     columns = ch.query(columns_sql, {"d": db, "t": local})
     key = ch.query("SELECT sorting_key FROM system.tables WHERE database = %(d)s AND name = %(t)s",
                    {"d": db, "t": local})[0][0]
