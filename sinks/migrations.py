@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from itertools import groupby
 
 from sinks.clickhouse import ClickHouse, ClickHouseError
 
@@ -262,9 +263,12 @@ def _apply(ch: ClickHouse, version: int, steps: tuple[str | AddColumn | Rekey, .
     """Run the steps of migration ``version``, then bring the Distributed tables of the tables they touched up
     to date (on a cluster: once per table, not once per step)."""
     touched: dict[str, None] = {}  # in order
-    for step in steps:
+    # consecutive columns added to one table go in one ALTER
+    for _, group in groupby(steps, key=lambda step: step.table if isinstance(step, AddColumn) else id(step)):
+        batch = list(group)
+        step = batch[0]
         if isinstance(step, AddColumn):
-            _add_column(ch, step)
+            _add_columns(ch, step.table, [column for column in batch if isinstance(column, AddColumn)])
             touched[step.table] = None
         elif isinstance(step, Rekey):
             _rekey(ch, version, step)
@@ -322,9 +326,10 @@ def _create(ch: ClickHouse, version: int, statement: str) -> str:
 
 
 def _sync_distributed(ch: ClickHouse, table: str) -> None:
-    """On a cluster: make the Distributed table ``table`` match the columns and sorting key of ``table_local``
-    (as this replica has them; MATERIALIZED columns as ALIAS), building a new one and swapping it in with one RENAME on every replica, so that
-    concurrent readers and writers always find the table. No-op when it matches (or on one server)."""
+    """On a cluster: make the Distributed table ``table`` match the columns and sorting key of ``table_local`` (as
+    this replica has them; MATERIALIZED columns as ALIAS). A missing one is created; a different one is replaced by
+    a new one swapped in with one RENAME on every replica, so that concurrent readers and writers always find the
+    table. No-op when it matches (or on one server)."""
     if ch.cluster is None:
         return
     db, local = ch.database, _local(ch, table)
@@ -343,30 +348,38 @@ def _sync_distributed(ch: ClickHouse, table: str) -> None:
     definitions = ", ".join(f"{name} {type_} {kind} {expression}".rstrip()
                             for name, type_, kind, expression in columns)
     on = _on_cluster(ch)
-    ch.execute(f"DROP TABLE IF EXISTS {db}.{table}_refreshed{on}")  # left by an interrupted run
-    ch.execute(f"CREATE TABLE {db}.{table}_refreshed{on} ({definitions}) ENGINE = {engine}")
-    if current:
-        ch.execute(f"RENAME TABLE {db}.{table} TO {db}.{table}_stale, {db}.{table}_refreshed TO {db}.{table}{on}")
-        ch.execute(f"DROP TABLE {db}.{table}_stale{on}")
-    else:
-        ch.execute(f"RENAME TABLE {db}.{table}_refreshed TO {db}.{table}{on}")
+
+    def create(name: str) -> None:
+        ch.execute(f"CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({definitions}) ENGINE = {engine}")
+
+    if not current:
+        create(table)
+        return
+    if _table_exists(ch, f"{table}_refreshed"):  # left by an interrupted run
+        ch.execute(f"DROP TABLE {db}.{table}_refreshed{on}")
+    create(f"{table}_refreshed")
+    ch.execute(f"RENAME TABLE {db}.{table} TO {db}.{table}_stale, {db}.{table}_refreshed TO {db}.{table}{on}")
+    ch.execute(f"DROP TABLE {db}.{table}_stale{on}")
 
 
-def _add_column(ch: ClickHouse, step: AddColumn) -> None:
-    """Add the column unless it exists; a concurrent worker adding it first is not an error."""
+def _add_columns(ch: ClickHouse, table: str, steps: list[AddColumn]) -> None:
+    """Add the columns of ``steps`` that ``table`` lacks, in one ALTER (on a cluster each ALTER waits for every
+    replica); a concurrent worker adding them first is not an error."""
 
-    def exists() -> bool:
-        rows = ch.query("SELECT count() FROM system.columns WHERE database = %(d)s AND table = %(t)s AND name = %(c)s",
-                        {"d": ch.database, "t": _local(ch, step.table), "c": step.column})
-        return int(rows[0][0]) > 0
+    def missing() -> list[AddColumn]:
+        rows = ch.query("SELECT name FROM system.columns WHERE database = %(d)s AND table = %(t)s",
+                        {"d": ch.database, "t": _local(ch, table)})
+        present = {row[0] for row in rows}
+        return [step for step in steps if step.column not in present]
 
-    if exists():
+    adding = missing()
+    if not adding:
         return
     try:
-        ch.execute(f"ALTER TABLE {ch.database}.{_local(ch, step.table)}{_on_cluster(ch)} "
-                   f"ADD COLUMN {step.column} {step.type}")
+        ch.execute(f"ALTER TABLE {ch.database}.{_local(ch, table)}{_on_cluster(ch)} "
+                   + ", ".join(f"ADD COLUMN {step.column} {step.type}" for step in adding))
     except ClickHouseError:
-        if not exists():
+        if missing():
             raise
 
 
