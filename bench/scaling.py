@@ -13,7 +13,7 @@ Cluster mode (issue 17): ``python bench/scaling.py --cluster`` runs the same cel
 local Kafka cluster of ``satpulse services up --cluster`` (topics with replication factor 3, min ISR 2; the workers
 produce with acks=all) and the ClickHouse server, and measures the CPU of every process over each cell: workers,
 each broker, ClickHouse. It starts what is not running and stops what it started; results go to
-bench/results/<date>-cluster-scaling.md, one section per cluster size (``SATPULSE_KAFKA_CLUSTER_PORTS='[19592]'``
+bench/results/<date>-cluster-scaling.md, one section per run (``SATPULSE_KAFKA_CLUSTER_PORTS='[19592]'``
 gives the 1-broker baseline on the same code path).
 """
 
@@ -178,7 +178,7 @@ def cluster_main(argv: list[str]) -> int:
     """``python bench/scaling.py --cluster [--events N] [--partitions P] [--workers 1,2,3]``: one cell per worker
     count on the local Kafka cluster (``services.kafka_cluster_env``: bootstrap = every node, replication factor
     3, min ISR 2) and the ClickHouse server of the settings. Starts what is not running, stops what it started;
-    writes the section "<n> broker(s) ..." of ``--output``. Returns 0 if every cell finished."""
+    writes the section "<n> broker(s) ... (run of <time>)" of ``--output``. Returns 0 if every cell finished."""
     parser = argparse.ArgumentParser(prog="bench/scaling.py --cluster")
     parser.add_argument("--cluster", action="store_true", required=True)
     parser.add_argument("--events", type=int, default=100_000)
@@ -188,6 +188,7 @@ def cluster_main(argv: list[str]) -> int:
     parser.add_argument("--output", type=Path,
                         default=BENCH_DIR / "results" / f"{time.strftime('%Y-%m-%d')}-cluster-scaling.md")
     args = parser.parse_args(argv)
+    begun = time.gmtime()
     os.environ.update(services.kafka_cluster_env())
     get_settings.cache_clear()
     settings = get_settings()
@@ -217,9 +218,9 @@ def cluster_main(argv: list[str]) -> int:
             services.kafka_cluster_down()
     nodes = len(settings.kafka_cluster_ports)
     title = (f"{nodes} broker(s), topics with replication factor {settings.topic_replication_factor}, "
-             f"min.insync.replicas {settings.topic_min_insync_replicas}")
+             f"min.insync.replicas {settings.topic_min_insync_replicas} (run of {time.strftime('%H:%M %Z', begun)})")
     body = "\n".join([
-        f"- {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, command: `python bench/scaling.py {' '.join(argv)}`",
+        f"- {time.strftime('%Y-%m-%d %H:%M:%S %Z', begun)}, command: `python bench/scaling.py {' '.join(argv)}`",
         f"- machine: {machine()}; load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
         f"after: {'/'.join(f'{x:.2f}' for x in os.getloadavg())} (other jobs share the machine)",
         f"- idle CPU before the cells ({IDLE_SECONDS:.0f} s without traffic, % of a core): "
