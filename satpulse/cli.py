@@ -188,7 +188,8 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     from sinks.retention import apply_retention, wait_for_mutations
 
     settings = get_settings()
-    ch = connect(args.url or settings.clickhouse_url.get_secret_value())
+    ch = connect(args.url or settings.clickhouse_url.get_secret_value(), settings.clickhouse_cluster,
+                 settings.clickhouse_insert_quorum)
     try:
         steps = apply_retention(ch, settings, int(time.time()), dry_run=args.dry_run)
         for s in steps:

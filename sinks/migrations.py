@@ -286,12 +286,13 @@ _CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS \{db\}\.(?P<table>\w+) (?P<col
 _ENGINE = re.compile(r"(?P<name>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)", re.S)
 
 
-def _local(ch: ClickHouse, table: str) -> str:
+def data_table(ch: ClickHouse, table: str) -> str:
     """The table that holds the rows of ``table``: itself on one server, ``{table}_local`` on a cluster."""
     return table if ch.cluster is None else f"{table}_local"
 
 
-def _on_cluster(ch: ClickHouse) -> str:
+def on_cluster(ch: ClickHouse) -> str:
+    """`` ON CLUSTER name`` for DDL that every replica must run, on a cluster; empty on one server."""
     return "" if ch.cluster is None else f" ON CLUSTER {ch.cluster}"
 
 
@@ -319,8 +320,8 @@ def _create(ch: ClickHouse, version: int, statement: str) -> str:
     table = parts["table"]
     if ch.cluster is None:
         ch.execute(statement.format(db=ch.database))
-    elif not _table_exists(ch, _local(ch, table)):
-        ch.execute(f"CREATE TABLE IF NOT EXISTS {ch.database}.{_local(ch, table)}{_on_cluster(ch)} "
+    elif not _table_exists(ch, data_table(ch, table)):
+        ch.execute(f"CREATE TABLE IF NOT EXISTS {ch.database}.{data_table(ch, table)}{on_cluster(ch)} "
                    f"{parts['columns']} ENGINE = {_replicated(ch, version, table, parts['engine'])}")
     return table
 
@@ -332,7 +333,7 @@ def _sync_distributed(ch: ClickHouse, table: str) -> None:
     table. No-op when it matches (or on one server)."""
     if ch.cluster is None:
         return
-    db, local = ch.database, _local(ch, table)
+    db, local = ch.database, data_table(ch, table)
     # a MATERIALIZED column becomes an ALIAS of the same expression: a Distributed table of 18.16 would compute
     # it and send it along, and the local table refuses values for it (code 44)
     columns_sql = ("SELECT name, type, if(default_kind = 'MATERIALIZED', 'ALIAS', default_kind), default_expression "
@@ -347,7 +348,7 @@ def _sync_distributed(ch: ClickHouse, table: str) -> None:
         return
     definitions = ", ".join(f"{name} {type_} {kind} {expression}".rstrip()
                             for name, type_, kind, expression in columns)
-    on = _on_cluster(ch)
+    on = on_cluster(ch)
 
     def create(name: str) -> None:
         ch.execute(f"CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({definitions}) ENGINE = {engine}")
@@ -368,7 +369,7 @@ def _add_columns(ch: ClickHouse, table: str, steps: list[AddColumn]) -> None:
 
     def missing() -> list[AddColumn]:
         rows = ch.query("SELECT name FROM system.columns WHERE database = %(d)s AND table = %(t)s",
-                        {"d": ch.database, "t": _local(ch, table)})
+                        {"d": ch.database, "t": data_table(ch, table)})
         present = {row[0] for row in rows}
         return [step for step in steps if step.column not in present]
 
@@ -376,7 +377,7 @@ def _add_columns(ch: ClickHouse, table: str, steps: list[AddColumn]) -> None:
     if not adding:
         return
     try:
-        ch.execute(f"ALTER TABLE {ch.database}.{_local(ch, table)}{_on_cluster(ch)} "
+        ch.execute(f"ALTER TABLE {ch.database}.{data_table(ch, table)}{on_cluster(ch)} "
                    + ", ".join(f"ADD COLUMN {step.column} {step.type}" for step in adding))
     except ClickHouseError:
         if missing():
@@ -391,7 +392,7 @@ def _table_exists(ch: ClickHouse, table: str) -> bool:
 
 def _copies_rows(ch: ClickHouse, step: str | AddColumn | Rekey) -> bool:
     """Whether ``step`` is a rebuild that would copy rows now: its table holds data and is not rebuilt yet."""
-    if not isinstance(step, Rekey) or _table_exists(ch, _local(ch, f"{step.table}_previous")):
+    if not isinstance(step, Rekey) or _table_exists(ch, data_table(ch, f"{step.table}_previous")):
         return False
     return _table_exists(ch, step.table) and int(ch.query(f"SELECT count() FROM {ch.database}.{step.table}")[0][0]) > 0
 
@@ -400,8 +401,8 @@ def _rekey(ch: ClickHouse, version: int, step: Rekey) -> None:
     """On a cluster the copy goes through a Distributed table over the new local tables (rows re-sharded by the
     new sorting key) and the local tables are swapped on every replica; :func:`_apply` then rebuilds the
     Distributed table (its sharding key follows the sorting key)."""
-    db, table, on = ch.database, step.table, _on_cluster(ch)
-    local, rekeyed, previous = (_local(ch, name) for name in (table, f"{table}_rekeyed", f"{table}_previous"))
+    db, table, on = ch.database, step.table, on_cluster(ch)
+    local, rekeyed, previous = (data_table(ch, name) for name in (table, f"{table}_rekeyed", f"{table}_previous"))
     if _table_exists(ch, previous):
         return
     ch.execute(f"DROP TABLE IF EXISTS {db}.{rekeyed}{on}")  # a copy left by an interrupted run
