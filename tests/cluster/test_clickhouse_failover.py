@@ -120,6 +120,9 @@ def test_kill_9_the_replica_the_worker_writes_to(clickhouse_replicas: Replicas, 
         wait_for("the worker to store events of the steady stream",
                  lambda: _stored_events(worker) >= HEAD + KILL_AFTER, 180, log)
         assert publisher.is_alive(), "the stream ended before the kill: raise FEEDBACK"
+        before = worker.scrape()  # ClickHouse time per stored batch so far (printed, not asserted)
+        flushes = metric_sum(before, "satpulse_sink_flush_seconds_count", sink="clickhouse")
+        flush_ms = 1000 * metric_sum(before, "satpulse_sink_flush_seconds_sum", sink="clickhouse") / flushes
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
 
@@ -146,7 +149,8 @@ def test_kill_9_the_replica_the_worker_writes_to(clickhouse_replicas: Replicas, 
         assert metric_sum(samples, "satpulse_dead_letters_total") == 0
         print(f"\nreplica 1 killed: writes stopped for {resumed_at - killed_at:.1f} s (replica down "
               f"{restarted_at - killed_at:.1f} s, worker storing again {resumed_at - restarted_at:.1f} s after "
-              "it was restarted)", file=sys.stderr)
+              f"it was restarted); before the kill: {flushes:.0f} batches stored, {flush_ms:.0f} ms each on "
+              "average", file=sys.stderr)
     finally:
         publisher.join(timeout=300)
         worker.stop()
