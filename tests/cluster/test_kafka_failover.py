@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.errors import KafkaError
 
-from adapters.jsonl import key_of
-from adapters.publisher import Publisher, ensure_topics
+from adapters.publisher import ensure_topics
 from satpulse import services as local_services
 from satpulse import topics
 from satpulse.sample import sample_ticket_events
@@ -37,6 +36,7 @@ from satpulse.settings import Settings
 from satpulse.worker_process import WorkerProcess, metric_sum, read_records, wait_consumed
 from sinks.clickhouse import connect
 from sinks.queries import totals
+from tests.cluster.clickhouse_fixtures import SteadyPublisher
 from tests.integration.test_alerting import wait_for
 from tests.integration.test_workers import offline
 
@@ -53,46 +53,34 @@ KILL_AFTER = 0.25  # share of the stream the worker has taken in when the broker
 PAUSE_BOUND_SECONDS = 120.0
 
 
-def _stream(tag: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(feedback, tickets) in the shapes offline() knows; feedback event times are set when sent."""
+def _stream(tag: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(feedback, tickets, both in publishing order) in the shapes offline() knows. Each rating's event time is
+    when it is due to be published at :data:`RATE` from now; the cases' are 3-4 h ago."""
+    now_ms = int(time.time() * 1000)
+    tickets = list(sample_ticket_events(CASES, now_ms - 4 * 3600_000, 3600_000, seed=17))
     feedback = [{"kind": "feedback", "event_id": f"{tag}-r{i}", "source": "failover-test", "channel": "Live chat",
                  "ticket_id": f"{tag}-r{i}", "rating_scale": "1-5",
                  "rating_value": 5 if i % 10 < (9 if i < RATINGS // 2 else 2) else 1} for i in range(RATINGS)]
-    now_ms = int(time.time() * 1000)
-    tickets = list(sample_ticket_events(CASES, now_ms - 4 * 3600_000, 3600_000, seed=17))
-    return feedback, tickets
-
-
-class Producer(threading.Thread):
-    """Publishes the events in order at about :data:`RATE`/s (acks=all, idempotent: adapters.publisher) keyed as
-    ``satpulse publish`` keys them; ``sent`` counts the events handed to the producer, ``error`` keeps a failure."""
-
-    def __init__(self, settings: Settings, ingest: str, events: list[dict[str, Any]]) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.ingest, self.events = settings, ingest, events
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with Publisher(self.settings) as publisher:
-                started = time.monotonic()
-                for event in self.events:
-                    if event["kind"] == "feedback":
-                        event["event_time"] = int(time.time() * 1000)
-                    publisher.send(self.ingest, key_of(event), json.dumps(event).encode())
-                    self.sent += 1
-                    ahead = self.sent / RATE - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
-        except BaseException as exc:
-            self.error = exc
+    events = [e for pair in zip(feedback[:len(tickets)], tickets, strict=True) for e in pair]
+    events += feedback[len(tickets):]
+    for position, event in enumerate(events):
+        if event["kind"] == "feedback":
+            event["event_time"] = now_ms + position * 1000 // RATE
+    return feedback, tickets, events
 
 
 def _partitions(admin: KafkaAdminClient, topic: str) -> dict[int, dict[str, Any]]:
-    """partition -> its description (leader_id, replica_nodes, isr_nodes, ...)."""
+    """partition -> its description (leader_id, replica_nodes, isr_nodes, ...). Raises KafkaError."""
     (described,) = admin.describe_topics([topic])
     return {p["partition_index"]: p for p in described["partitions"]}
+
+
+def _isr_sizes(admin: KafkaAdminClient, topic: str) -> set[int]:
+    """The in-sync replica counts of the topic's partitions; empty while the cluster does not answer."""
+    try:
+        return {len(p["isr_nodes"]) for p in _partitions(admin, topic).values()}
+    except KafkaError:
+        return set()
 
 
 def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
@@ -105,7 +93,12 @@ def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def _committed(admin: KafkaAdminClient, group: str, topic: str, partition: int) -> int:
-    offsets = admin.list_group_offsets(group).get(group, {})
+    """The group's committed offset of the partition; -1 while none is or the group coordinator does not answer
+    (it may be the killed broker until the group moved)."""
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    except KafkaError:
+        return -1
     meta = offsets.get(TopicPartition(topic, partition))
     return -1 if meta is None else int(meta.offset)
 
@@ -118,6 +111,14 @@ def _stored(url: str) -> dict[str, tuple[int, ...]]:
                 for r in totals(ch, "channel", WINDOW_SECONDS)}
     finally:
         ch.close()
+
+
+def _cleaned(worker: WorkerProcess) -> float:
+    """Events the worker's clean stage took in; 0 while its /metrics does not answer."""
+    try:
+        return metric_sum(worker.scrape(), "satpulse_events_in_total", stage="cleaner")
+    except OSError:
+        return 0.0
 
 
 @pytest.fixture
@@ -143,28 +144,24 @@ def test_kill_9_leader_of_busiest_partition_mid_stream(kafka_cluster: dict[str, 
     ensure_topics(settings, names.all())
 
     # the topics as the settings ask: 3 replicas, all in sync, writes need 2
-    ingest = _partitions(admin, names.ingest)
-    assert {len(p["replica_nodes"]) for p in ingest.values()} == {3}
-    assert {len(p["isr_nodes"]) for p in ingest.values()} == {3}
+    assert {len(p["replica_nodes"]) for p in _partitions(admin, names.ingest).values()} == {3}
+    assert _isr_sizes(admin, names.ingest) == {3}
     configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, names.ingest,
                                                      ["min.insync.replicas"])])
     assert configs["topic"][names.ingest]["min.insync.replicas"]["value"] == "2"
 
-    feedback, tickets = _stream(namespace)
-    events = [e for pair in zip(feedback[:len(tickets)], tickets, strict=True) for e in pair]
-    events += feedback[len(tickets):]
     log = tmp_path / "worker.log"
     worker = WorkerProcess(env, log, cluster_prometheus.worker_port)
     worker.start(timeout=120)
     assert worker.proc is not None
     worker_pid = worker.proc.pid
-    producer = Producer(settings, names.ingest, events)
+    feedback, tickets, events = _stream(namespace)
+    producer = SteadyPublisher(settings, names.ingest, events, RATE)
     prometheus = cluster_prometheus.prometheus
     try:
         producer.start()
         wait_for("the worker to take in a quarter of the stream",
-                 lambda: metric_sum(worker.scrape(), "satpulse_events_in_total", stage="cleaner")
-                 >= KILL_AFTER * len(events), 120, log)
+                 lambda: _cleaned(worker) >= KILL_AFTER * len(events), 120, log)
 
         # kill -9 the broker that leads the busiest ingest partition
         ends = _end_offsets(bootstrap, names.ingest)
@@ -177,7 +174,10 @@ def test_kill_9_leader_of_busiest_partition_mid_stream(kafka_cluster: dict[str, 
         os.kill(node.pid, signal.SIGKILL)
 
         def moved() -> bool:
-            p = _partitions(admin, names.ingest)[busiest]
+            try:
+                p = _partitions(admin, names.ingest)[busiest]
+            except KafkaError:
+                return False
             return p["leader_id"] not in (leader, -1) and leader not in p["isr_nodes"]
 
         wait_for(f"a new leader of partition {busiest} without broker {leader} in its ISR", moved, 120, log)
@@ -187,7 +187,7 @@ def test_kill_9_leader_of_busiest_partition_mid_stream(kafka_cluster: dict[str, 
 
         local_services.kafka_cluster_up()  # restarts the killed node, waits until every node is live again
         wait_for("all 3 replicas of every ingest partition back in sync",
-                 lambda: {len(p["isr_nodes"]) for p in _partitions(admin, names.ingest).values()} == {3}, 120, log)
+                 lambda: _isr_sizes(admin, names.ingest) == {3}, 120, log)
         producer.join(timeout=300)
         assert not producer.is_alive() and producer.error is None, producer.error
         wait_consumed(bootstrap, group, [names.ingest], 180)
