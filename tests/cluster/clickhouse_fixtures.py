@@ -1,10 +1,9 @@
 """Fixtures and helpers of the ClickHouse cluster tests (issue 17): ZooKeeper and two ClickHouse 18.16 replicas of
 one shard (:mod:`satpulse.clickhouse_cluster`), a fresh database per test, and a steady publisher.
 
-The cluster runs on the ports of the settings (replicas 19100/19200, ZooKeeper 19181) under
-``<work_dir>/cluster/``. Processes already running when the session starts are used as they are and left running;
-whatever the fixture started is stopped again at the end of the session. Nothing here touches the single-node
-services of tests/conftest.py.
+The cluster runs on the ports of the settings (replicas 19100/19200, ZooKeeper 19181): one already running under
+``<work_dir>/cluster/`` is used as it is and left running; otherwise the fixture starts one under a temporary work
+dir and stops it after the test module. Nothing here touches the single-node services of tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -54,11 +53,12 @@ class Replicas:
         return replica.pid
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def clickhouse_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     """ZooKeeper and both replicas, running and answering. A cluster already running under the work dir of the
     settings is used as it is and left running; otherwise one is started under a temporary work dir (on the same
-    ports) and stopped at the end of the session, its data deleted with the directory."""
+    ports) and stopped after the module, its data deleted with the directory. Module scope: each test module
+    imports the fixture, which makes one fixture per module (starting the cluster takes about 2 s)."""
     settings = get_settings()
     if all(st.state == "running" for st in clickhouse_cluster.status(settings)):
         yield Replicas(settings, clickhouse_cluster.cluster_name(settings))
@@ -79,7 +79,7 @@ def clickhouse_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
 def cluster_database(clickhouse_replicas: Replicas) -> str:
     """The name of a database of its own, created by the first connection. Not dropped: on 18.16, DROP DATABASE
     fails once a Distributed table was renamed (its data directory keeps the old name; docs/scaling.md), and the
-    session's own cluster is deleted as a whole."""
+    fixture's own cluster is deleted as a whole."""
     return f"t_{uuid.uuid4().hex[:10]}"
 
 
