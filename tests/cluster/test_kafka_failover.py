@@ -8,7 +8,8 @@ computation of tests/integration/test_workers.py exactly; the same worker proces
 partition is consumed again within :data:`PAUSE_BOUND_SECONDS` (a liveness deadline, not a performance
 assertion: the measured pause is printed); and the CSAT drop that the stream carries after the kill raises
 SatpulseCsatLow in a real Prometheus scraping the worker (its `for:` shortened to 2 s, tests/cluster/conftest.py)
-while SatpulseWorkerDown never fires. ClickHouse is chDB in the test's tmp dir.
+while SatpulseWorkerDown never fires. The sink is chDB in the test's tmp dir, then the replicated ClickHouse (two
+replicas, insert quorum 2: the whole local cluster at once).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +35,10 @@ from satpulse import topics
 from satpulse.sample import sample_ticket_events
 from satpulse.settings import Settings
 from satpulse.worker_process import WorkerProcess, metric_sum, read_records, wait_consumed
-from sinks.clickhouse import connect
+from sinks.clickhouse import ClickHouse, connect
+from sinks.migrations import migrate
 from sinks.queries import totals
-from tests.cluster.clickhouse_fixtures import SteadyPublisher
+from tests.cluster.clickhouse_fixtures import Replicas, SteadyPublisher, clickhouse_replicas, cluster_database
 from tests.integration.test_alerting import wait_for
 from tests.integration.test_workers import offline
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from tests.cluster.conftest import Monitoring
 
 pytestmark = pytest.mark.cluster
+__all__ = ["clickhouse_replicas", "cluster_database"]  # fixtures (the replicated sink), imported to be found
 
 WINDOW_SECONDS = 5
 RATINGS = 8_000  # chat ratings on a 1-5 scale: the first half 90 % satisfied, the second half 20 %
@@ -103,14 +106,32 @@ def _committed(admin: KafkaAdminClient, group: str, topic: str, partition: int) 
     return -1 if meta is None else int(meta.offset)
 
 
-def _stored(url: str) -> dict[str, tuple[int, ...]]:
-    """channel -> (rated, satisfied, created, resolved, resolution ms sum) as stored, in offline()'s shape."""
-    ch = connect(url)
+def _stored(ch: ClickHouse) -> dict[str, tuple[int, ...]]:
+    """channel -> (rated, satisfied, created, resolved, resolution ms sum) as stored, in offline()'s shape; closes
+    ``ch``."""
     try:
         return {r.dimension_value: (r.agg.rated, r.agg.satisfied, r.agg.created, r.agg.resolved, r.agg.resolution_ms)
                 for r in totals(ch, "channel", WINDOW_SECONDS)}
     finally:
         ch.close()
+
+
+def _sink(sink: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, str], Callable[[], ClickHouse]]:
+    """The worker's ClickHouse settings and a way to connect to it: a chDB directory, or a database on the
+    replicated ClickHouse of tests/cluster/clickhouse_fixtures.py (migrated here: its ON CLUSTER DDL takes ~10 s,
+    which is not what this test is about)."""
+    if sink == "chdb":
+        url = f"chdb://{tmp_path / 'chdb'}"
+        return {"SATPULSE_CLICKHOUSE_URL": url}, lambda: connect(url)
+    replicas: Replicas = request.getfixturevalue("clickhouse_replicas")
+    database: str = request.getfixturevalue("cluster_database")
+    ch = replicas.connect(database)
+    try:
+        migrate(ch)
+    finally:
+        ch.close()
+    return ({"SATPULSE_CLICKHOUSE_URL": replicas.url(database), "SATPULSE_CLICKHOUSE_CLUSTER": replicas.cluster},
+            lambda: replicas.connect(database))
 
 
 def _cleaned(worker: WorkerProcess) -> float:
@@ -128,22 +149,24 @@ def admin(kafka_cluster: dict[str, str]) -> Iterator[KafkaAdminClient]:
     client.close()
 
 
-def test_kill_9_leader_of_busiest_partition_mid_stream(kafka_cluster: dict[str, str],
+@pytest.mark.parametrize("sink", ["chdb", "replicated-clickhouse"])
+def test_kill_9_leader_of_busiest_partition_mid_stream(sink: str, kafka_cluster: dict[str, str],
                                                        cluster_prometheus: Monitoring, admin: KafkaAdminClient,
-                                                       tmp_path: Path) -> None:
+                                                       request: pytest.FixtureRequest, tmp_path: Path) -> None:
     namespace = f"failover-{uuid.uuid4().hex[:8]}"
     names = topics.for_namespace(namespace)
     group = f"g-{namespace}"
-    url = f"chdb://{tmp_path / 'chdb'}"
+    sink_env, store = _sink(sink, request, tmp_path)
     bootstrap = kafka_cluster["SATPULSE_KAFKA_BOOTSTRAP"]
-    env = {**kafka_cluster, "SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": group,
-           "SATPULSE_CLICKHOUSE_URL": url, "SATPULSE_WORKER_WEB_PORT": str(cluster_prometheus.worker_port),
+    env = {**kafka_cluster, **sink_env, "SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": group,
+           "SATPULSE_WORKER_WEB_PORT": str(cluster_prometheus.worker_port),
            "SATPULSE_WINDOW_SECONDS": str(WINDOW_SECONDS), "SATPULSE_GRACE_SECONDS": "1",
            "SATPULSE_IDLE_SECONDS": "1"}
     settings = Settings(**{key.removeprefix("SATPULSE_").lower(): value for key, value in env.items()})
     ensure_topics(settings, names.all())
 
-    # the topics as the settings ask: 3 replicas, all in sync, writes need 2
+    # the topics as the settings ask: 3 replicas, all in sync, writes need 2 (once every broker's metadata has them)
+    wait_for("the new ingest topic's partitions in the metadata", lambda: _isr_sizes(admin, names.ingest), 60)
     assert {len(p["replica_nodes"]) for p in _partitions(admin, names.ingest).values()} == {3}
     assert _isr_sizes(admin, names.ingest) == {3}
     configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, names.ingest,
@@ -211,4 +234,4 @@ def test_kill_9_leader_of_busiest_partition_mid_stream(kafka_cluster: dict[str, 
     written = [json.loads(r.value)["event_id"] for r in read_records(bootstrap, names.ingest)]
     assert sorted(written) == sorted(e["event_id"] for e in events)
     # stored: exactly the offline answer
-    assert _stored(url) == offline(feedback, tickets)
+    assert _stored(store()) == offline(feedback, tickets)
