@@ -18,7 +18,7 @@ test: setup lint ## lint, type-check, then every test (starts the local services
 	$(PY) -m pytest -q -m "not cluster"
 	$(PY) -m pytest -q -m cluster
 
-test-cluster: setup ## only the failover tests on the local cluster (3 Kafka brokers; ClickHouse replicas), ~2 min
+test-cluster: setup ## only the tests on the local cluster (3 Kafka brokers, 2 ClickHouse replicas), ~3 min
 	$(PY) -m pytest -q -m cluster
 
 unit: setup ## fast tests of the pure parts only
