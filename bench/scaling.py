@@ -26,6 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
+import latency
 from run import (
     BENCH_DIR,
     Result,
@@ -185,6 +186,9 @@ def cluster_main(argv: list[str]) -> int:
     parser.add_argument("--partitions", type=int, default=6, help="per topic (6: equal shares for 1, 2, 3 workers)")
     parser.add_argument("--workers", type=int_list, default=[1, 2, 3])
     parser.add_argument("--timeout", type=float, default=900.0, help="per cell, seconds")
+    parser.add_argument("--latency-rate", type=int_list, default=[],
+                        help="offered events/s of latency runs after the cells (bench/latency.py's method: one worker, "
+                             "chDB, 60 s of load, publish interval 0.25 s); default none")
     parser.add_argument("--output", type=Path,
                         default=BENCH_DIR / "results" / f"{time.strftime('%Y-%m-%d')}-cluster-scaling.md")
     args = parser.parse_args(argv)
@@ -211,6 +215,13 @@ def cluster_main(argv: list[str]) -> int:
                 print(f"cluster scaling: {args.partitions} partitions x {count} worker(s) ...", flush=True)
                 results.append(run_cell(args, args.partitions, count, messages, tmp, pids))
                 print(cluster_table(results[-1:], list(pids)), flush=True)
+            latency_args = argparse.Namespace(partitions=args.partitions, latency_engine="chdb", latency_seconds=60.0,
+                                              latency_warmup=10.0, latency_drain=60.0)
+            latency_runs = []
+            for rate in args.latency_rate:
+                print(f"cluster latency: {rate:,} events/s ...", flush=True)
+                latency_runs.append(latency.run_one(latency_args, rate, 0.25, tmp))
+                print(latency.table(latency_runs[-1:], latency_args.latency_drain), flush=True)
     finally:
         if not clickhouse_before:
             services.ensure_down(["clickhouse"])
@@ -232,6 +243,12 @@ def cluster_main(argv: list[str]) -> int:
         f"the harness share the machine's {os.cpu_count()} cores: a 3rd worker can only use what the others leave; "
         "CPU s / 1M per process is the figure that carries over to bigger machines",
         "", cluster_table(results, list(pids))])
+    if latency_runs:
+        body += "\n".join([
+            "", "", "Latency (bench/latency.py's method and definition, bench/README.md): one `satpulse worker` (chDB, "
+            f"default grace, {args.partitions} partitions) per row on this cluster, a producer process offering the "
+            "load for 60 s (event_time = now), first 10 s left out; p50/p99 from produce to the window result on "
+            "the metrics topic", "", latency.table(latency_runs, latency_args.latency_drain)])
     update_results(args.output, title, body)
     print(f"written to {args.output}")
     return 0 if all(r.rate is not None for r in results) else 1

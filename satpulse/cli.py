@@ -292,8 +292,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="satpulse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("services", help="start/stop/inspect local Kafka, ClickHouse, Prometheus, Alertmanager",
-                       add_help=False)
+    p = sub.add_parser("services", help="start/stop/inspect local Kafka, ClickHouse, Prometheus, Alertmanager "
+                                        "(--cluster: 3 Kafka brokers and replicated ClickHouse)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_services)
     p = sub.add_parser("topics", help="create the pipeline's Kafka topics")
@@ -385,7 +385,11 @@ def main(argv: list[str] | None = None) -> int:
                                     "traffic, worker, report and metrics")
     p.add_argument("--events", type=int, default=5000)
     p.set_defaults(func=_cmd_demo)
-    args = parser.parse_args(argv)
+    args, unparsed = parser.parse_known_args(argv)
+    if args.command == "services":  # its options (--cluster, --help, ...) belong to satpulse.services.main
+        args.rest = unparsed + args.rest
+    elif unparsed:
+        parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
     result: int = args.func(args)
     return result
 
