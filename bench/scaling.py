@@ -242,7 +242,7 @@ def cluster_main(argv: list[str]) -> int:
         f"- {nodes} combined broker+controller JVM(s) (`satpulse services up --cluster`), every worker, ClickHouse and "
         f"the harness share the machine's {os.cpu_count()} cores: a 3rd worker can only use what the others leave; "
         "CPU s / 1M per process is the figure that carries over to bigger machines",
-        "", cluster_table(results, list(pids))])
+        "", cluster_table(results, list(pids)) if results else "(no scaling cells in this run: --workers empty)"])
     if latency_runs:
         body += "\n".join([
             "", "", "Latency (bench/latency.py's method and definition, bench/README.md): one `satpulse worker` (chDB, "
