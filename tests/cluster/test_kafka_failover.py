@@ -193,6 +193,7 @@ def test_kill_9_leader_of_busiest_partition_mid_stream(sink: str, kafka_cluster:
         (node,) = [st for st in local_services.kafka_cluster_status() if st.name == f"kafka-{leader}"]
         assert node.pid is not None
         assert producer.is_alive(), "the stream ended before the kill: raise RATINGS"
+        assert prometheus.alert_states("SatpulseCsatLow") == []  # the first half is 90 % satisfied
         killed_at = time.monotonic()
         os.kill(node.pid, signal.SIGKILL)
 
