@@ -27,12 +27,16 @@ class PublishError(RuntimeError):
 
 
 def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL_TOPICS) -> None:
-    """Create missing topics with ``settings.topic_partitions`` partitions. Blocks; raises KafkaError."""
+    """Create missing topics with ``settings.topic_partitions`` partitions, ``topic_replication_factor``
+    replicas and ``min.insync.replicas = topic_min_insync_replicas``; existing topics are not altered. Blocks;
+    raises KafkaError (InvalidReplicationFactorError while fewer brokers than replicas are up)."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="satpulse-admin",
                              request_timeout_ms=30_000)
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(n, settings.topic_partitions, 1) for n in names if n not in existing]
+        configs = {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+        new = [NewTopic(n, settings.topic_partitions, settings.topic_replication_factor, topic_configs=configs)
+               for n in names if n not in existing]
         if new:
             with suppress(TopicAlreadyExistsError):  # another process created it meanwhile
                 admin.create_topics(new)

@@ -4,6 +4,10 @@ Each service runs as a detached process started from the binaries installed on t
 jars that ``services/kafka/pom.xml`` fetches). Its rendered config, pid file, log and recorded start-up time
 live in ``<work_dir>/<name>/``. Only processes recorded in those pid files are ever stopped. Operations on the
 same work dir are serialised by a file lock, so concurrent test sessions do not race.
+
+``satpulse services up|down|status --cluster`` does the same for a local cluster (issue 17): a Kafka KRaft cluster
+of one combined broker+controller per port of ``kafka_cluster_ports`` (from the same jars; nodes in
+``<work_dir>/cluster/kafka-N/``) and the replicated ClickHouse of :mod:`devtools.clickhouse_cluster`.
 """
 
 from __future__ import annotations
@@ -197,42 +201,111 @@ def _kafka_java_args() -> list[str]:
     ]
 
 
+def _new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _kafka_format(home: Path, properties: Path, cluster_id: str, *flags: str) -> None:
+    """Format the node's storage once (KRaft needs it before the first start); a formatted node is left alone."""
+    if (home / "data" / "meta.properties").exists():
+        return
+    cmd = [_java(), *_kafka_java_args(), "kafka.tools.StorageTool", "format", "-t", cluster_id]
+    done = subprocess.run([*cmd, "-c", str(properties), *flags], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ServiceError(f"kafka storage format failed:\n{(done.stdout + done.stderr)[-3000:]}")
+
+
+def _kafka_argv(properties: Path, heap_mb: int) -> list[str]:
+    return [_java(), "-Xms256m", f"-Xmx{heap_mb}m", *_kafka_java_args(), "kafka.Kafka", str(properties)]
+
+
 def _kafka_prepare(settings: Settings, home: Path) -> list[str]:
-    java = _java()
     properties = home / "server.properties"
     _render(CONFIG_DIR / "kafka" / "server.properties", properties, _values(settings))
-    if not (home / "data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = [java, *_kafka_java_args(), "kafka.tools.StorageTool", "format"]
-        cmd += ["-t", cluster_id, "-c", str(properties), "--standalone"]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise ServiceError(f"kafka storage format failed:\n{(done.stdout + done.stderr)[-3000:]}")
-    return [java, "-Xms256m", "-Xmx1g", *_kafka_java_args(), "kafka.Kafka", str(properties)]
+    _kafka_format(home, properties, _new_cluster_id(), "--standalone")
+    return _kafka_argv(properties, 1024)
 
 
-def _kafka_probe(settings: Settings) -> bool:
-    if not _port_open(settings.kafka_port):
+def _kafka_answers(port: int, brokers: int = 1) -> bool:
+    """True once the broker on ``port`` answers a metadata request listing at least ``brokers`` live brokers."""
+    if not _port_open(port):
         return False
-    from kafka import KafkaConsumer
+    from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaConfigurationError, KafkaError
 
     try:
         with _quiet("kafka"):
-            consumer = KafkaConsumer(
-                bootstrap_servers=f"127.0.0.1:{settings.kafka_port}",
-                request_timeout_ms=3000,
-                bootstrap_timeout_ms=3000,
-            )
+            admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=3000,
+                                     bootstrap_timeout_ms=3000)
             try:
-                consumer.topics()  # a MetadataRequest
+                return len(admin.describe_cluster()["brokers"]) >= brokers  # a MetadataRequest
             finally:
-                consumer.close()
+                admin.close()
     except KafkaConfigurationError:
         raise
     except (KafkaError, OSError):
         return False
-    return True
+
+
+def _kafka_probe(settings: Settings) -> bool:
+    return _kafka_answers(settings.kafka_port)
+
+
+# ----------------------------------------------------------------------------------------------- kafka cluster
+# The functions below get the cluster's settings (:func:`_cluster_settings`): their work_dir is <work_dir>/cluster.
+
+
+def _cluster_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"work_dir": settings.work_dir / "cluster"})
+
+
+def _cluster_replicas(settings: Settings) -> tuple[int, int]:
+    """(replication factor, min insync replicas) of the cluster's topics: up to 3 copies, writes need all but one."""
+    replicas = min(3, len(settings.kafka_cluster_ports))
+    return replicas, max(1, replicas - 1)
+
+
+def _cluster_id(settings: Settings, voters: str) -> str:
+    """The id every node is formatted with: made once and kept with the quorum it was made for in
+    <work_dir>/cluster/kafka-cluster.json. Raises ServiceError if ``kafka_cluster_ports`` changed since: the nodes'
+    stored metadata names the old quorum and brokers (remove the directory to start a new cluster)."""
+    path = settings.work_dir / "kafka-cluster.json"
+    if not path.exists():
+        path.write_text(json.dumps({"cluster_id": _new_cluster_id(), "voters": voters}))
+    recorded = json.loads(path.read_text())
+    if recorded["voters"] != voters:
+        raise ServiceError(f"the Kafka cluster in {settings.work_dir} was made for the quorum {recorded['voters']}, "
+                           f"not {voters} (kafka_cluster_ports changed): stop it (services down --cluster) and "
+                           f"remove its kafka-* directories and {path.name}, or use another work_dir")
+    return str(recorded["cluster_id"])
+
+
+def _kafka_node_prepare(settings: Settings, home: Path, index: int) -> list[str]:
+    ports = settings.kafka_cluster_ports
+    replicas, min_insync = _cluster_replicas(settings)
+    voters = ",".join(f"{i + 1}@127.0.0.1:{port + 1}" for i, port in enumerate(ports))
+    cluster_id = _cluster_id(settings, voters)
+    properties = home / "server.properties"
+    _render(CONFIG_DIR / "kafka" / "cluster.properties", properties, {
+        **_values(settings), "node_id": index + 1, "home": home, "kafka_port": ports[index],
+        "kafka_controller_port": ports[index] + 1, "replication_factor": replicas, "min_insync_replicas": min_insync,
+        "voters": voters,
+    })
+    _kafka_format(home, properties, cluster_id)
+    return _kafka_argv(properties, settings.kafka_cluster_heap_mb)
+
+
+def _kafka_node(index: int) -> _Spec:
+    """Node ``index + 1`` of the cluster: ready once its metadata lists every node as a live broker."""
+    return _Spec(
+        name=f"kafka-{index + 1}",
+        ready_timeout=120.0,
+        address=lambda s: f"127.0.0.1:{s.kafka_cluster_ports[index]}",
+        port=lambda s: s.kafka_cluster_ports[index],
+        check=_kafka_check,
+        prepare=lambda s, home: _kafka_node_prepare(s, home, index),
+        probe=lambda s: _kafka_answers(s.kafka_cluster_ports[index], brokers=len(s.kafka_cluster_ports)),
+    )
 
 
 # ----------------------------------------------------------------------------------------------- clickhouse
@@ -415,14 +488,21 @@ def _wait_ready(spec: _Spec, settings: Settings, pid: int, started: float) -> No
         time.sleep(0.2)
 
 
-def _start(spec: _Spec, settings: Settings) -> None:
+@dataclass(frozen=True)
+class _Launch:
+    pid: int
+    started: float  # time.monotonic() when launched (or found running)
+    fresh: bool  # launched by this call: its start-up time is recorded once it answers
+
+
+def _launch(spec: _Spec, settings: Settings) -> _Launch:
+    """Start the service's process unless its pid file names a live one; does not wait for it to answer.
+    Raises ServiceError if its port is taken by a process these functions did not start."""
     home = spec.dir(settings)
     home.mkdir(parents=True, exist_ok=True)
     pid = _read_pid(spec, settings)
     if pid is not None:
-        if not spec.probe(settings):  # started elsewhere and still starting: wait for it
-            _wait_ready(spec, settings, pid, time.monotonic())
-        return
+        return _Launch(pid, time.monotonic(), fresh=False)
     if _port_open(spec.port(settings)):
         raise ServiceError(
             f"{spec.name}: port {spec.port(settings)} is already in use by a process not started by "
@@ -443,9 +523,19 @@ def _start(spec: _Spec, settings: Settings) -> None:
         )
     _children[process.pid] = process
     spec.pid_file(settings).write_text(f"{process.pid}\n")
-    _wait_ready(spec, settings, process.pid, started)
-    seconds = round(time.monotonic() - started, 2)
-    spec.startup_file(settings).write_text(json.dumps({"seconds": seconds, "started_at": time.time()}))
+    return _Launch(process.pid, started, fresh=True)
+
+
+def _await_ready(spec: _Spec, settings: Settings, launch: _Launch) -> None:
+    """Block until the launched service answers (see :func:`_wait_ready`); record a fresh start's duration."""
+    _wait_ready(spec, settings, launch.pid, launch.started)
+    if launch.fresh:
+        seconds = round(time.monotonic() - launch.started, 2)
+        spec.startup_file(settings).write_text(json.dumps({"seconds": seconds, "started_at": time.time()}))
+
+
+def _start(spec: _Spec, settings: Settings) -> None:
+    _await_ready(spec, settings, _launch(spec, settings))
 
 
 def _stop_pid(pid: int, spec: _Spec, settings: Settings) -> None:
@@ -474,6 +564,39 @@ def _locked(settings: Settings) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _stop(specs: Sequence[_Spec], settings: Settings, together: bool = False) -> None:
+    """Stop the services of ``specs`` that have a live pid file, last first (see :func:`ensure_down`); with
+    ``together`` every one gets its SIGTERM at once (the nodes of a KRaft quorum: one stopped after the others
+    have no quorum left for its controlled shutdown and would wait for the SIGKILL)."""
+    running = [(spec, pid) for spec in reversed(specs) if (pid := _read_pid(spec, settings)) is not None]
+    if together:
+        for _, pid in running:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    for spec, pid in running:
+        _stop_pid(pid, spec, settings)
+        spec.pid_file(settings).unlink(missing_ok=True)
+
+
+def _status(specs: Sequence[_Spec], settings: Settings) -> list[ServiceStatus]:
+    result = []
+    for spec in specs:
+        pid = _read_pid(spec, settings)
+        result.append(ServiceStatus(
+            name=spec.name,
+            state="running" if pid is not None else "stopped",
+            pid=pid,
+            address=spec.address(settings),
+            startup_seconds=_startup_seconds(spec, settings) if pid is not None else None,
+        ))
+    return result
+
+
+def _ensure_kafka_jars() -> None:
+    if not any(KAFKA_LIB.glob("kafka_2.13-*.jar")):
+        _kafka_fetch_jars()
+
+
 def _specs(names: Sequence[str]) -> list[_Spec]:
     unknown = [name for name in names if name not in SPECS]
     if unknown:
@@ -496,8 +619,8 @@ def ensure_up(names: Sequence[str]) -> None:
         spec.check()
     settings = _settings()
     with _locked(settings):
-        if "kafka" in names and not any(KAFKA_LIB.glob("kafka_2.13-*.jar")):
-            _kafka_fetch_jars()
+        if "kafka" in names:
+            _ensure_kafka_jars()
         for spec in specs:
             _start(spec, settings)
 
@@ -510,62 +633,134 @@ def ensure_down(names: Sequence[str]) -> None:
     """
     settings = _settings()
     with _locked(settings):
-        for spec in reversed(_specs(names)):
-            pid = _read_pid(spec, settings)
-            if pid is not None:
-                _stop_pid(pid, spec, settings)
-                spec.pid_file(settings).unlink(missing_ok=True)
+        _stop(_specs(names), settings)
 
 
 def status(names: Sequence[str] = ALL_SERVICES) -> dict[str, ServiceStatus]:
     """Report each named service as running (live pid file) or stopped; drops stale pid files."""
+    return {st.name: st for st in _status(_specs(names), _settings())}
+
+
+def kafka_cluster_env(settings: Settings | None = None) -> dict[str, str]:
+    """The ``SATPULSE_*`` variables that point satpulse at the local Kafka cluster: bootstrap = every node, topics
+    with replication factor min(3, nodes) and min.insync.replicas one less (at least 1)."""
+    settings = settings or get_settings()
+    replicas, min_insync = _cluster_replicas(settings)
+    return {
+        "SATPULSE_KAFKA_BOOTSTRAP": ",".join(f"127.0.0.1:{port}" for port in settings.kafka_cluster_ports),
+        "SATPULSE_TOPIC_REPLICATION_FACTOR": str(replicas),
+        "SATPULSE_TOPIC_MIN_INSYNC_REPLICAS": str(min_insync),
+    }
+
+
+def kafka_cluster_up() -> None:
+    """Start every node of the local Kafka cluster that is not running — all of them before waiting, since a
+    node answers only once a quorum of controllers runs — then block until each one's metadata lists every node
+    as a live broker (up to 120 s each; the first start may also run Maven). Also restarts a node that was
+    killed. Raises MissingPrerequisiteError before starting anything if Java (or Maven) is missing, ServiceError
+    if a node exits or is not ready in time (the nodes this call started are then stopped again)."""
+    _kafka_check()
+    settings = _cluster_settings(_settings())
+    specs = [_kafka_node(i) for i in range(len(settings.kafka_cluster_ports))]
+    with _locked(settings):
+        _ensure_kafka_jars()
+        launched: list[tuple[_Spec, _Launch]] = []
+        try:
+            for spec in specs:
+                launched.append((spec, _launch(spec, settings)))
+            for spec, launch in launched:
+                _await_ready(spec, settings, launch)
+        except ServiceError:
+            _stop([spec for spec, launch in launched if launch.fresh], settings)
+            raise
+
+
+def kafka_cluster_down() -> None:
+    """Stop the cluster's nodes that have a live pid file, all at once (SIGTERM, SIGKILL after 20 s); blocks until
+    they have exited. Nothing else is touched."""
+    settings = _cluster_settings(_settings())
+    with _locked(settings):
+        _stop([_kafka_node(i) for i in range(len(settings.kafka_cluster_ports))], settings, together=True)
+
+
+def kafka_cluster_status() -> list[ServiceStatus]:
+    """Each node of the local Kafka cluster as running (live pid file) or stopped; drops stale pid files."""
+    settings = _cluster_settings(_settings())
+    return _status([_kafka_node(i) for i in range(len(settings.kafka_cluster_ports))], settings)
+
+
+def _cluster(action: str, names: Sequence[str]) -> tuple[list[ServiceStatus], dict[str, str]]:
+    """``action`` on the named parts (kafka, clickhouse) of the local cluster: Kafka starts first and stops last.
+    Returns the status of each process and, after ``up``, the variables that point satpulse at it. Blocks and
+    raises as :func:`kafka_cluster_up` and :func:`devtools.clickhouse_cluster.up`."""
+    from devtools import clickhouse_cluster
+
     settings = _settings()
-    result: dict[str, ServiceStatus] = {}
-    for spec in _specs(names):
-        pid = _read_pid(spec, settings)
-        result[spec.name] = ServiceStatus(
-            name=spec.name,
-            state="running" if pid is not None else "stopped",
-            pid=pid,
-            address=spec.address(settings),
-            startup_seconds=_startup_seconds(spec, settings) if pid is not None else None,
-        )
-    return result
+    if action == "up" and "kafka" in names:
+        kafka_cluster_up()
+    if action == "up" and "clickhouse" in names:
+        clickhouse_cluster.up(settings)
+    if action == "down" and "clickhouse" in names:
+        clickhouse_cluster.down(settings)
+    if action == "down" and "kafka" in names:
+        kafka_cluster_down()
+    statuses, env = [], {}
+    if "kafka" in names:
+        statuses += kafka_cluster_status()
+        env.update(kafka_cluster_env(settings))
+    if "clickhouse" in names:
+        statuses += clickhouse_cluster.status(settings)
+        env.update(SATPULSE_CLICKHOUSE_URL=clickhouse_cluster.replica_url(settings),
+                   SATPULSE_CLICKHOUSE_CLUSTER=clickhouse_cluster.cluster_name(settings))
+    return statuses, env if action == "up" else {}
 
 
 def main(argv: list[str]) -> int:
-    """``services up|down|status [--with-monitoring] [SERVICE...]``; returns the process exit code.
+    """``services up|down|status [--with-monitoring | --cluster] [SERVICE...]``; returns the process exit code.
 
     ``up`` without names starts kafka and clickhouse; ``--with-monitoring`` adds prometheus and alertmanager.
-    ``down`` and ``status`` without names cover every service. Prints one line per service; errors go to
-    stderr (exit code 2 for a missing prerequisite, 1 for any other failure).
+    ``down`` and ``status`` without names cover every service. ``--cluster`` acts on the local cluster instead
+    (SERVICE: kafka, clickhouse; both by default) and after ``up`` prints the ``SATPULSE_*`` variables that point
+    satpulse at it. Prints one line per service (process); errors go to stderr (exit code 2 for a missing
+    prerequisite, 1 for any other failure).
     """
     parser = argparse.ArgumentParser(prog="satpulse services", description="local services without Docker")
     parser.add_argument("action", choices=("up", "down", "status"))
-    parser.add_argument("--with-monitoring", action="store_true", help="also prometheus and alertmanager")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--with-monitoring", action="store_true", help="also prometheus and alertmanager")
+    group.add_argument("--cluster", action="store_true",
+                       help="the local cluster: 3 Kafka KRaft nodes, replicated ClickHouse with ZooKeeper")
     parser.add_argument("services", nargs="*", metavar="SERVICE", help=" | ".join(ALL_SERVICES))
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may come after the names
     names: list[str] = list(args.services)
-    unknown = sorted(set(names) - set(ALL_SERVICES))
+    known = CORE_SERVICES if args.cluster else ALL_SERVICES
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        parser.error(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(ALL_SERVICES)}")
+        parser.error(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if not names:
-        names = list(CORE_SERVICES) if args.action == "up" else list(ALL_SERVICES)
+        names = list(CORE_SERVICES) if args.action == "up" or args.cluster else list(ALL_SERVICES)
     if args.with_monitoring:
         names += [name for name in MONITORING_SERVICES if name not in names]
+    env: dict[str, str] = {}
     try:
-        if args.action == "up":
-            ensure_up(names)
-        elif args.action == "down":
-            ensure_down(names)
+        if args.cluster:
+            statuses, env = _cluster(args.action, names)
+        else:
+            if args.action == "up":
+                ensure_up(names)
+            elif args.action == "down":
+                ensure_down(names)
+            statuses = list(status(names).values())
     except MissingPrerequisiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    for line in status(names).values():
+    for line in statuses:
         print(line.line())
+    if env:
+        print("point satpulse at the cluster with:\n" + "\n".join(f"  export {k}={v}" for k, v in env.items()))
     return 0
 
 

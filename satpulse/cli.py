@@ -165,11 +165,11 @@ def _parse_time(text: str) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from satpulse.settings import get_settings
-    from sinks.clickhouse import connect
+    from sinks.clickhouse import connect_configured
     from sinks.report import build_report, render
 
     settings = get_settings()
-    ch = connect(args.url or settings.clickhouse_url.get_secret_value())
+    ch = connect_configured(settings, args.url)
     try:
         report = build_report(ch, args.by, args.window, settings.window_seconds, _parse_time(args.from_),
                               _parse_time(args.to), settings.rollup_window_seconds, args.compare)
@@ -186,11 +186,11 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from satpulse.settings import get_settings
-    from sinks.clickhouse import connect
+    from sinks.clickhouse import connect_configured
     from sinks.retention import apply_retention, wait_for_mutations
 
     settings = get_settings()
-    ch = connect(args.url or settings.clickhouse_url.get_secret_value())
+    ch = connect_configured(settings, args.url)
     try:
         steps = apply_retention(ch, settings, int(time.time()), dry_run=args.dry_run)
         for s in steps:
@@ -209,10 +209,11 @@ def _cmd_retention(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from satpulse.settings import get_settings
-    from sinks.clickhouse import connect
+    from sinks.clickhouse import connect_configured
     from sinks.migrations import describe, migrate
 
-    ch = connect(args.url or get_settings().clickhouse_url.get_secret_value())
+    settings = get_settings()
+    ch = connect_configured(settings, args.url)
     try:
         applied = migrate(ch, rebuild=True)
     finally:
@@ -240,7 +241,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _cmd_dead_letters(args: argparse.Namespace) -> int:
     from satpulse.settings import get_settings
     from sinks import dead_letter_tools as tools
-    from sinks.clickhouse import connect
+    from sinks.clickhouse import connect_configured
 
     settings = get_settings()
     try:
@@ -248,7 +249,7 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"satpulse dead-letters: --since: {exc}", file=sys.stderr)
         return 2
-    ch = connect(args.url or settings.clickhouse_url.get_secret_value())
+    ch = connect_configured(settings, args.url)
     try:
         if args.action == "summary":
             sys.stdout.write(tools.format_summary(tools.summary(ch, since), since))
@@ -290,8 +291,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="satpulse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("services", help="start/stop/inspect local Kafka, ClickHouse, Prometheus, Alertmanager",
-                       add_help=False)
+    p = sub.add_parser("services", help="start/stop/inspect local Kafka, ClickHouse, Prometheus, Alertmanager "
+                                        "(--cluster: 3 Kafka brokers and replicated ClickHouse)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_services)
     p = sub.add_parser("topics", help="create the pipeline's Kafka topics")
@@ -383,7 +384,11 @@ def main(argv: list[str] | None = None) -> int:
                                     "traffic, worker, report and metrics")
     p.add_argument("--events", type=int, default=5000)
     p.set_defaults(func=_cmd_demo)
-    args = parser.parse_args(argv)
+    args, unparsed = parser.parse_known_args(argv)
+    if args.command == "services":  # its options (--cluster, --help, ...) belong to devtools.services.main
+        args.rest = unparsed + args.rest
+    elif unparsed:
+        parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
     result: int = args.func(args)
     return result
 

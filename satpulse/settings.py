@@ -34,11 +34,44 @@ class Settings(BaseSettings):
     topic_partitions: int = 4
     topic_namespace: str = "satpulse"  # topics are named {namespace}.{name}.v{n} (satpulse/topics.py)
 
+    # Kafka cluster (issue 17). Topics the pipeline creates get topic_replication_factor replicas and the topic
+    # config min.insync.replicas = topic_min_insync_replicas (existing topics are left as they are); 1/1 suits
+    # one broker. `satpulse services up --cluster` runs one combined broker+controller per port in
+    # kafka_cluster_ports (its controller listens on port + 1) under {work_dir}/cluster/kafka-N; point the
+    # pipeline at it with kafka_bootstrap = those ports, replication factor 3, min insync replicas 2 (docs/scaling.md).
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    kafka_cluster_ports: list[int] = Field(default_factory=lambda: [19192, 19292, 19392], min_length=1)
+    kafka_cluster_heap_mb: int = Field(default=512, ge=128)  # -Xmx of each cluster node (the single node: 1 GiB)
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> Settings:
+        """More in-sync replicas than replicas would make every acks=all write fail: refuse it at start-up."""
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(f"topic_min_insync_replicas ({self.topic_min_insync_replicas}) exceeds "
+                             f"topic_replication_factor ({self.topic_replication_factor})")
+        return self
+
     # ClickHouse: chdb:///path (embedded) or clickhouse://user:password@host:port/database; empty: embedded in
     # {work_dir}/chdb
     clickhouse_url: SecretStr = SecretStr("")
     clickhouse_native_port: int = 19000
     clickhouse_http_port: int = 18123
+
+    # ClickHouse cluster (issue 17). With clickhouse_cluster set (a cluster name in the servers' remote_servers),
+    # migrations create each table as Replicated*MergeTree ON CLUSTER (data in {table}_local, ZooKeeper path from
+    # the {shard} and {replica} macros) plus a Distributed table under the table's own name that the pipeline
+    # reads and writes synchronously; an insert is acknowledged once clickhouse_insert_quorum replicas of its
+    # shard hold it (2 of 2: any one replica may die without losing an acknowledged batch; writes wait while
+    # one is down). clickhouse_url may then name every replica: clickhouse://user:pw@host1:port1,host2:port2/db
+    # (the client fails over in that order). `satpulse services up --cluster` runs ZooKeeper and one replica per
+    # port in clickhouse_cluster_ports (http: clickhouse_cluster_http_ports, replication: port + 9) under
+    # {work_dir}/cluster/ (devtools/clickhouse_cluster.py, docs/scaling.md#clickhouse-replicas).
+    clickhouse_cluster: str | None = None
+    clickhouse_insert_quorum: int = Field(default=2, ge=1)
+    clickhouse_cluster_ports: list[int] = Field(default_factory=lambda: [19100, 19200], min_length=1)
+    clickhouse_cluster_http_ports: list[int] = Field(default_factory=lambda: [18223, 18323], min_length=1)
+    zookeeper_port: int = 19181
 
     # Prometheus / Alertmanager (local services)
     prometheus_port: int = 19090

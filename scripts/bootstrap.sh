@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything satpulse needs on a fresh Debian 12 machine: Debian packages (ClickHouse server,
 # Prometheus, Alertmanager, docker-compose, Java, Maven, Dovecot for the IMAP tests, Node.js and npm, Chromium and
-# its driver for the dashboard page's browser test), the Kafka jars (Maven), the dashboard's browser libraries
+# its driver for the dashboard page's browser test, ZooKeeper for the replicated ClickHouse of the cluster tests:
+# only its jars, `zookeeper` starts no service), the Kafka jars (Maven), the dashboard's browser libraries
 # (npm ci) and a Python venv.
 # Idempotent: skips what is already there. Needs root (or sudo) only for the Debian packages.
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(clickhouse-server clickhouse-client prometheus prometheus-alertmanager docker-compose
           openjdk-17-jre-headless maven python3-venv dovecot-imapd nodejs npm chromium chromium-driver
-          fonts-dejavu-core)
+          fonts-dejavu-core zookeeper)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

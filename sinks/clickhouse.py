@@ -2,7 +2,9 @@
 
 - ``chdb:///abs/path`` — chDB, current ClickHouse in-process (the embedded default);
 - ``clickhouse://user:password@host:port/database`` — a ClickHouse server over the native protocol
-  (clickhouse-driver), e.g. the Debian 18.16 server or current ClickHouse in docker-compose.
+  (clickhouse-driver), e.g. the Debian 18.16 server or current ClickHouse in docker-compose;
+  ``clickhouse://user:password@host1:port1,host2:port2/database`` names the replicas of a cluster: the client
+  connects to the first that answers and, once its connection fails, to the next (docs/scaling.md).
 
 Every statement is written once with ``%(name)s`` placeholders. The server backend lets clickhouse-driver
 substitute them; the chDB backend substitutes them with clickhouse-driver's own escaping, so both engines
@@ -22,6 +24,8 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 from clickhouse_driver.util.escape import escape_param
+
+from satpulse.settings import Settings
 
 Params = Mapping[str, Any]
 
@@ -108,6 +112,7 @@ class ClickHouse(Protocol):
     """What the sinks and queries need from an engine. Implementations are thread-safe (calls are serialised)."""
 
     database: str
+    cluster: str | None  # the cluster whose Replicated* and Distributed tables migrations create; None: one server
 
     def execute(self, sql: str, params: Params | None = None) -> None:
         """Run a statement that returns nothing. Blocks; raises ClickHouseError."""
@@ -161,6 +166,7 @@ class ChdbClickHouse:
         from chdb import session as chdb_session  # imported lazily: loading chDB costs ~200 MB
 
         self.database = database
+        self.cluster: str | None = None
         with self._lock:
             active = ChdbClickHouse._active
             if active is None or active[0] != path:
@@ -215,17 +221,36 @@ class ChdbClickHouse:
 
 class ServerClickHouse:
     """A ClickHouse server over the native protocol (clickhouse-driver). Thread-safe: one call at a time on the
-    connection (clickhouse-driver's Client is not)."""
+    connection (clickhouse-driver's Client is not).
 
-    def __init__(self, host: str, port: int, user: str, password: str, database: str) -> None:
+    ``hosts``: (host, port) of the server, or of every replica of a cluster in the order to try them: a call
+    whose connection fails raises ClickHouseError, and the next call connects to the first host that answers,
+    starting with the one that failed. With a ``cluster`` (migrations then create Replicated* tables and
+    Distributed tables over them), inserts into Distributed tables are synchronous and acknowledged once
+    ``insert_quorum`` replicas of the shard hold the block (waiting at most ``QUORUM_TIMEOUT_MS`` for them, then
+    failing with a transient error). Deduplication of identical blocks is off: a retried block would be ignored
+    as a duplicate of one not yet on a quorum; the tables' replacing keys make the copy harmless."""
+
+    QUORUM_TIMEOUT_MS = 10_000
+
+    def __init__(self, hosts: Sequence[tuple[str, int]], user: str, password: str, database: str,
+                 cluster: str | None = None, insert_quorum: int = 2) -> None:
         from clickhouse_driver import Client
 
         self.database = database
+        self.cluster = cluster
         self._lock = threading.Lock()
-        settings = {"allow_experimental_low_cardinality_type": 1, "strings_as_bytes": False}
+        settings: dict[str, Any] = {"allow_experimental_low_cardinality_type": 1, "strings_as_bytes": False}
+        if cluster is not None:
+            settings.update(insert_distributed_sync=1, insert_quorum=insert_quorum,
+                            insert_quorum_timeout=self.QUORUM_TIMEOUT_MS, insert_deduplicate=0)
+        (host, port), *alternatives = hosts
         self._client = Client(host=host, port=port, user=user, password=password, database="default",
+                              alt_hosts=",".join(f"{h}:{p}" for h, p in alternatives) or None,
                               settings=settings, connect_timeout=5, send_receive_timeout=60)
-        self.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+        on_cluster = f" ON CLUSTER {cluster}" if cluster is not None else ""
+        if not self.query("SELECT count() FROM system.databases WHERE name = %(d)s", {"d": database})[0][0]:
+            self.execute(f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}")
 
     def execute(self, sql: str, params: Params | None = None) -> None:
         self.query(sql, params)
@@ -253,21 +278,42 @@ class ServerClickHouse:
             self._client.disconnect()
 
 
-def connect(url: str) -> ClickHouse:
-    """Open the engine named by ``url``. Raises ValueError for an unknown scheme, ClickHouseError when
-    the engine does not answer."""
+def connect_configured(settings: Settings, url: str | None = None) -> ClickHouse:
+    """:func:`connect` to ``url`` (default: settings ``clickhouse_url``) with the settings' cluster and insert
+    quorum. Raises as :func:`connect`."""
+    return connect(url or settings.clickhouse_url.get_secret_value(), settings.clickhouse_cluster,
+                   settings.clickhouse_insert_quorum)
+
+
+def connect(url: str, cluster: str | None = None, insert_quorum: int = 2) -> ClickHouse:
+    """Open the engine named by ``url`` (with ``cluster``, settings ``clickhouse_cluster`` and
+    ``clickhouse_insert_quorum``: see :class:`ServerClickHouse`). Raises ValueError for an unknown scheme, a
+    malformed host list or a cluster on chDB, ClickHouseError when the engine does not answer."""
     parsed = urlparse(url)
     if parsed.scheme == "chdb":
+        if cluster is not None:
+            raise ValueError("chDB is one process: clickhouse_cluster needs a clickhouse:// server URL")
         path = unquote(parsed.path) if not parsed.netloc else unquote(parsed.netloc + parsed.path)
         return ChdbClickHouse(path)
     if parsed.scheme == "clickhouse":
         database = parsed.path.lstrip("/") or "satpulse"
+        credentials, _, host_list = parsed.netloc.rpartition("@")
+        user, _, password = credentials.partition(":")
         try:
-            return ServerClickHouse(parsed.hostname or "127.0.0.1", parsed.port or 9000,
-                                    unquote(parsed.username or "default"), unquote(parsed.password or ""),
-                                    database)
+            return ServerClickHouse(_hosts(host_list), unquote(user or "default"), unquote(password), database,
+                                    cluster, insert_quorum)
         except ClickHouseError:
             raise
         except Exception as exc:
             raise ClickHouseError.wrap(exc) from exc
     raise ValueError(f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:///path or clickhouse://")
+
+
+def _hosts(host_list: str) -> list[tuple[str, int]]:
+    """(host, port) of each entry of ``host1[:port1],host2[:port2]`` (port 9000 when left out; IPv6 in
+    brackets). Raises ValueError for a bad port."""
+    hosts = []
+    for entry in host_list.split(",") if host_list else ["127.0.0.1"]:
+        address = urlparse(f"//{entry}")
+        hosts.append((address.hostname or "127.0.0.1", address.port or 9000))
+    return hosts

@@ -13,6 +13,14 @@ Runs on ClickHouse 18.16 (Debian) and current ClickHouse (chDB, docker-compose) 
 DateTime64, ``IF NOT EXISTS`` on columns and dedup tokens. Idempotence comes from the table design:
 ReplacingMergeTree keyed by identity — window cells by cell and source, versioned by source offset; clean
 events by event (since migration 5), the copy at the earliest offset winning — and readers use FINAL or argMax.
+
+On a cluster (``ch.cluster``, setting ``clickhouse_cluster``) the same steps run ``ON CLUSTER``, translated in one
+place (:func:`_replicated`): each table's rows live in ``{table}_local``, a Replicated* version of the engine with
+ZooKeeper path ``/clickhouse/tables/{shard}/{db}/{table}_v{migration}`` and replica ``{replica}`` (macros of each
+server), and ``{table}`` itself becomes a Distributed table over them, sharded by a hash of the sorting key (every
+version of a row on one shard, so FINAL and the replacing engines work per shard). Readers and writers keep using
+``{table}``. A Distributed table copies its columns when created, so after a step changes a local table the
+Distributed one is rebuilt to match (:func:`_sync_distributed`) and swapped in by one RENAME.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 
 from sinks.clickhouse import ClickHouse, ClickHouseError
 from sinks.declared_columns import DECLARED_COLUMNS, Column
@@ -230,8 +239,9 @@ def migrate(ch: ClickHouse, rebuild: bool = False) -> list[int]:
     one of them rebuilt already is not rebuilt again). With ``rebuild`` (``satpulse migrate``, every worker
     stopped): applies every pending migration."""
     db = ch.database
-    ch.execute(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at DateTime) "
-               "ENGINE = ReplacingMergeTree ORDER BY version")
+    if not _table_exists(ch, "schema_migrations"):  # on a cluster, DDL waits for every replica: only when needed
+        _apply(ch, 0, ("CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at DateTime) "
+                       "ENGINE = ReplacingMergeTree ORDER BY version",))
     done = {row[0] for row in ch.query(f"SELECT version FROM {db}.schema_migrations")}
     pending = [(version, steps) for version, steps in MIGRATIONS if version not in done]
     if not rebuild:
@@ -239,7 +249,7 @@ def migrate(ch: ClickHouse, rebuild: bool = False) -> list[int]:
         if blocked:
             raise MigrationRequired(blocked)
     for version, steps in pending:
-        _apply(ch, steps)
+        _apply(ch, version, steps)
         ch.insert(f"{db}.schema_migrations", ("version", "applied_at"), [(version, int(time.time()))])
     for added in add_declared_columns(ch):
         log.info("added declared column %s", added)
@@ -250,14 +260,15 @@ def add_declared_columns(ch: ClickHouse, declared: Mapping[str, Sequence[Column]
     """Add each column of ``declared`` (table -> columns) its existing table lacks, with its declared type;
     returns them as ``table.column``. Safe while workers write and concurrently (:class:`AddColumn`); rows
     already stored read the type's default (0, ``[]``, NULL), which the decoders take as nothing counted."""
-    existing = {(str(table), str(name)) for table, name in ch.query(
-        "SELECT table, name FROM system.columns WHERE database = %(d)s", {"d": ch.database})}
-    tables = {table for table, _ in existing}  # a table not created yet gets its columns once it is
-    missing = [AddColumn(table, c.name, c.type) for table, columns in declared.items() if table in tables
-               for c in columns if (table, c.name) not in existing]
-    for step in missing:
-        _add_column(ch, step)
-    return [f"{step.table}.{step.column}" for step in missing]
+    added: list[str] = []
+    for table, columns in declared.items():
+        if not _table_exists(ch, data_table(ch, table)):
+            continue  # a table not created yet gets its columns once it is
+        new = _add_columns(ch, table, [AddColumn(table, c.name, c.type) for c in columns])
+        if new:
+            _sync_distributed(ch, table)
+            added += [f"{table}.{step.column}" for step in new]
+    return added
 
 
 def describe(version: int) -> str:
@@ -274,31 +285,130 @@ def _describe_step(step: str | AddColumn | Rekey) -> str:
     return f"create table {created.group(1)}" if created else step.strip().splitlines()[0]
 
 
-def _apply(ch: ClickHouse, steps: tuple[str | AddColumn | Rekey, ...]) -> None:
-    for step in steps:
+def _apply(ch: ClickHouse, version: int, steps: tuple[str | AddColumn | Rekey, ...]) -> None:
+    """Run the steps of migration ``version``, then bring the Distributed tables of the tables they touched up
+    to date (on a cluster: once per table, not once per step)."""
+    touched: dict[str, None] = {}  # in order
+    # consecutive columns added to one table go in one ALTER
+    for _, group in groupby(steps, key=lambda step: step.table if isinstance(step, AddColumn) else id(step)):
+        batch = list(group)
+        step = batch[0]
         if isinstance(step, AddColumn):
-            _add_column(ch, step)
+            _add_columns(ch, step.table, [column for column in batch if isinstance(column, AddColumn)])
+            touched[step.table] = None
         elif isinstance(step, Rekey):
-            _rekey(ch, step)
+            _rekey(ch, version, step)
+            touched[step.table] = None
         else:
-            ch.execute(step.format(db=ch.database))
+            touched[_create(ch, version, step)] = None
+    for table in touched:
+        _sync_distributed(ch, table)
 
 
-def _add_column(ch: ClickHouse, step: AddColumn) -> None:
-    """Add the column unless it exists; a concurrent worker adding it first is not an error."""
+# ------------------------------------------------------------------------------------------ one server or a cluster
 
-    def exists() -> bool:
-        rows = ch.query("SELECT count() FROM system.columns WHERE database = %(d)s AND table = %(t)s AND name = %(c)s",
-                        {"d": ch.database, "t": step.table, "c": step.column})
-        return int(rows[0][0]) > 0
+_CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS \{db\}\.(?P<table>\w+) (?P<columns>\(.*\)) ENGINE = (?P<engine>.*)",
+                     re.S)
+_ENGINE = re.compile(r"(?P<name>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)", re.S)
 
-    if exists():
+
+def data_table(ch: ClickHouse, table: str) -> str:
+    """The table that holds the rows of ``table``: itself on one server, ``{table}_local`` on a cluster."""
+    return table if ch.cluster is None else f"{table}_local"
+
+
+def on_cluster(ch: ClickHouse) -> str:
+    """`` ON CLUSTER name`` for DDL that every replica must run, on a cluster; empty on one server."""
+    return "" if ch.cluster is None else f" ON CLUSTER {ch.cluster}"
+
+
+def _replicated(ch: ClickHouse, version: int, table: str, engine: str) -> str:
+    """``engine`` (``[Replacing|Aggregating|...]MergeTree[(args)] [PARTITION BY ...] ORDER BY ...``) for the rows
+    of ``table`` created by migration ``version``: unchanged on one server, its Replicated* form on a cluster
+    (a new ZooKeeper path per creating migration, so a rebuilt table never joins its predecessor's replicas)."""
+    if ch.cluster is None:
+        return engine
+    parts = _ENGINE.fullmatch(engine.strip())
+    if parts is None:
+        raise ValueError(f"not a MergeTree engine: {engine!r}")
+    path = f"/clickhouse/tables/{{shard}}/{ch.database}/{table}_v{version}"
+    args = f", {parts['args']}" if parts["args"] else ""
+    return f"Replicated{parts['name']}('{path}', '{{replica}}'{args}){parts['rest']}"
+
+
+def _create(ch: ClickHouse, version: int, statement: str) -> str:
+    """Run a ``CREATE TABLE IF NOT EXISTS {db}.t (...) ENGINE = ...`` step; returns t. As written on one server;
+    on a cluster as ``t_local`` with the replicated engine on every replica (``t`` is left to
+    :func:`_sync_distributed`). Raises ValueError for any other statement."""
+    parts = _CREATE.fullmatch(statement.strip())
+    if parts is None:
+        raise ValueError(f"not a CREATE TABLE IF NOT EXISTS step: {statement[:80]!r}")
+    table = parts["table"]
+    if ch.cluster is None:
+        ch.execute(statement.format(db=ch.database))
+    elif not _table_exists(ch, data_table(ch, table)):
+        ch.execute(f"CREATE TABLE IF NOT EXISTS {ch.database}.{data_table(ch, table)}{on_cluster(ch)} "
+                   f"{parts['columns']} ENGINE = {_replicated(ch, version, table, parts['engine'])}")
+    return table
+
+
+def _sync_distributed(ch: ClickHouse, table: str) -> None:
+    """On a cluster: make the Distributed table ``table`` match the columns and sorting key of ``table_local`` (as
+    this replica has them; MATERIALIZED columns as ALIAS). A missing one is created; a different one is replaced by
+    a new one swapped in with one RENAME on every replica, so that concurrent readers and writers always find the
+    table. No-op when it matches (or on one server)."""
+    if ch.cluster is None:
         return
+    db, local = ch.database, data_table(ch, table)
+    # a MATERIALIZED column becomes an ALIAS of the same expression: a Distributed table of 18.16 would compute
+    # it and send it along, and the local table refuses values for it (code 44)
+    columns_sql = ("SELECT name, type, if(default_kind = 'MATERIALIZED', 'ALIAS', default_kind), default_expression "
+                   "FROM system.columns WHERE database = %(d)s AND table = %(t)s")
+    columns = ch.query(columns_sql, {"d": db, "t": local})
+    key = ch.query("SELECT sorting_key FROM system.tables WHERE database = %(d)s AND name = %(t)s",
+                   {"d": db, "t": local})[0][0]
+    engine = f"Distributed({ch.cluster}, {db}, {local}, cityHash64({key}))"
+    current = ch.query("SELECT engine_full FROM system.tables WHERE database = %(d)s AND name = %(t)s",
+                       {"d": db, "t": table})
+    if current and current[0][0] == engine and ch.query(columns_sql, {"d": db, "t": table}) == columns:
+        return
+    definitions = ", ".join(f"{name} {type_} {kind} {expression}".rstrip()
+                            for name, type_, kind, expression in columns)
+    on = on_cluster(ch)
+
+    def create(name: str) -> None:
+        ch.execute(f"CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({definitions}) ENGINE = {engine}")
+
+    if not current:
+        create(table)
+        return
+    if _table_exists(ch, f"{table}_refreshed"):  # left by an interrupted run
+        ch.execute(f"DROP TABLE {db}.{table}_refreshed{on}")
+    create(f"{table}_refreshed")
+    ch.execute(f"RENAME TABLE {db}.{table} TO {db}.{table}_stale, {db}.{table}_refreshed TO {db}.{table}{on}")
+    ch.execute(f"DROP TABLE {db}.{table}_stale{on}")
+
+
+def _add_columns(ch: ClickHouse, table: str, steps: list[AddColumn]) -> list[AddColumn]:
+    """Add the columns of ``steps`` that ``table`` lacks, in one ALTER (on a cluster each ALTER waits for every
+    replica), and return them; a concurrent worker adding them first is not an error."""
+
+    def missing() -> list[AddColumn]:
+        rows = ch.query("SELECT name FROM system.columns WHERE database = %(d)s AND table = %(t)s",
+                        {"d": ch.database, "t": data_table(ch, table)})
+        present = {row[0] for row in rows}
+        return [step for step in steps if step.column not in present]
+
+    adding = missing()
+    if not adding:
+        return []
     try:
-        ch.execute(f"ALTER TABLE {ch.database}.{step.table} ADD COLUMN {step.column} {step.type}")
+        ch.execute(f"ALTER TABLE {ch.database}.{data_table(ch, table)}{on_cluster(ch)} "
+                   + ", ".join(f"ADD COLUMN {step.column} {step.type}" for step in adding))
     except ClickHouseError:
-        if not exists():
+        if missing():
             raise
+    return adding
 
 
 def _table_exists(ch: ClickHouse, table: str) -> bool:
@@ -309,20 +419,28 @@ def _table_exists(ch: ClickHouse, table: str) -> bool:
 
 def _copies_rows(ch: ClickHouse, step: str | AddColumn | Rekey) -> bool:
     """Whether ``step`` is a rebuild that would copy rows now: its table holds data and is not rebuilt yet."""
-    if not isinstance(step, Rekey) or _table_exists(ch, f"{step.table}_previous"):
+    if not isinstance(step, Rekey) or _table_exists(ch, data_table(ch, f"{step.table}_previous")):
         return False
     return _table_exists(ch, step.table) and int(ch.query(f"SELECT count() FROM {ch.database}.{step.table}")[0][0]) > 0
 
 
-def _rekey(ch: ClickHouse, step: Rekey) -> None:
-    db, table = ch.database, step.table
-    if _table_exists(ch, f"{table}_previous"):
+def _rekey(ch: ClickHouse, version: int, step: Rekey) -> None:
+    """On a cluster the copy goes through a Distributed table over the new local tables (rows re-sharded by the
+    new sorting key) and the local tables are swapped on every replica; :func:`_apply` then rebuilds the
+    Distributed table (its sharding key follows the sorting key)."""
+    db, table, on = ch.database, step.table, on_cluster(ch)
+    local, rekeyed, previous = (data_table(ch, name) for name in (table, f"{table}_rekeyed", f"{table}_previous"))
+    if _table_exists(ch, previous):
         return
-    ch.execute(f"DROP TABLE IF EXISTS {db}.{table}_rekeyed")  # a copy left by an interrupted run
-    ch.execute(f"CREATE TABLE {db}.{table}_rekeyed AS {db}.{table} ENGINE = {step.engine}")
+    ch.execute(f"DROP TABLE IF EXISTS {db}.{rekeyed}{on}")  # a copy left by an interrupted run
+    ch.execute(f"CREATE TABLE {db}.{rekeyed}{on} AS {db}.{local} "
+               f"ENGINE = {_replicated(ch, version, table, step.engine)}")
+    _sync_distributed(ch, f"{table}_rekeyed")
     ch.execute(f"INSERT INTO {db}.{table}_rekeyed SELECT * FROM {db}.{table}")
     try:
-        ch.execute(f"RENAME TABLE {db}.{table} TO {db}.{table}_previous, {db}.{table}_rekeyed TO {db}.{table}")
+        ch.execute(f"RENAME TABLE {db}.{local} TO {db}.{previous}, {db}.{rekeyed} TO {db}.{local}{on}")
     except ClickHouseError:
-        if not _table_exists(ch, f"{table}_previous"):  # not a concurrent worker that renamed first
+        if not _table_exists(ch, previous):  # not a concurrent worker that renamed first
             raise
+    if ch.cluster is not None:
+        ch.execute(f"DROP TABLE IF EXISTS {db}.{table}_rekeyed{on}")

@@ -1,10 +1,9 @@
 """Retention: delete rows older than the configured number of days, per kind of row (``satpulse retention``).
 
 ClickHouse 18.16 has no TTL (it arrived in 19.6), so this runs ``ALTER TABLE ... DELETE WHERE ...`` mutations,
-which work on every engine we support. Run it from a scheduler (docs/operations.md#retention). Cut-offs are
-whole UTC days, so no stored 1 h or 1 day cell is ever cut in two; the per-source checkpoint rows of
-``window_cells`` (the sources' high-water marks) are never deleted.
-"""
+which work on every engine we support (on a cluster: ``ON CLUSTER`` on the replicated tables). Run it from a
+scheduler (docs/operations.md#retention). Cut-offs are whole UTC days, so no stored 1 h or 1 day cell is ever cut
+in two; the per-source checkpoint rows of ``window_cells`` (the sources' high-water marks) are never deleted."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from domain.windows import CHECKPOINT_KEY
 from satpulse.settings import Settings
 from sinks.clickhouse import ClickHouse
+from sinks.migrations import data_table, on_cluster
 
 _DAY = 86400
 _CELLS = "window_seconds = %(size)s AND dimension != %(checkpoint)s AND "
@@ -58,7 +58,9 @@ def apply_retention(ch: ClickHouse, settings: Settings, now: int, dry_run: bool 
         params = {"cutoff": cutoff, "size": size, "checkpoint": CHECKPOINT_KEY[0]}
         rows = int(ch.query(f"SELECT count() FROM {ch.database}.{table} WHERE {condition}", params)[0][0])
         if rows and not dry_run:
-            ch.execute(f"ALTER TABLE {ch.database}.{table} DELETE WHERE {condition}", params)
+            # on a cluster: the replicated table, once per shard (its replicas apply the mutation too)
+            ch.execute(f"ALTER TABLE {ch.database}.{data_table(ch, table)}{on_cluster(ch)} DELETE WHERE {condition}",
+                       params)
         steps.append(RetentionStep(kind, table, cutoff, rows, bool(rows) and not dry_run))
     return steps
 

@@ -10,7 +10,7 @@ from typing import Protocol
 from domain.store import WindowStateStore
 from satpulse import topics
 from satpulse.settings import Settings
-from sinks.clickhouse import ClickHouse, connect
+from sinks.clickhouse import ClickHouse, connect_configured
 from sinks.dead_letter_store import DeadLetterStore
 from sinks.migrations import migrate
 from sinks.window_store import WindowStore
@@ -45,7 +45,7 @@ def clickhouse_stores(settings: Settings) -> Stores:
     Blocks; raises ClickHouseError while ClickHouse is down, MigrationRequired when a migration needs an
     operator (satpulse migrate)."""
     s = settings
-    ch = connect(s.clickhouse_url.get_secret_value())
+    ch = connect_configured(s)
     migrate(ch)
     window = WindowStore(ch, topics.FEEDBACK, topics.TICKETS, s.window_seconds, s.rollup_window_seconds,
                          s.rollup_interval_seconds)
