@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from adapters.jsonl import key_of
+from adapters.emit import key_of
 from adapters.publisher import Publisher
 from devtools import clickhouse_cluster
 from devtools.services import ServiceError
