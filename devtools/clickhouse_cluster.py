@@ -89,7 +89,6 @@ def _zookeeper_probe(settings: Settings) -> bool:
 ZOOKEEPER = _Spec(
     name="zookeeper",
     ready_timeout=60.0,
-    address=lambda s: f"127.0.0.1:{s.zookeeper_port}",
     port=lambda s: s.zookeeper_port,
     check=_zookeeper_check,
     prepare=_zookeeper_prepare,
@@ -123,7 +122,6 @@ def _replica_spec(index: int) -> _Spec:
     return _Spec(
         name=f"clickhouse-{index + 1}",
         ready_timeout=60.0,
-        address=lambda s: f"127.0.0.1:{native_port(s)}",
         port=native_port,
         check=_clickhouse_check,
         prepare=prepare,

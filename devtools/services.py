@@ -74,11 +74,15 @@ class _Spec:
 
     name: str
     ready_timeout: float
-    address: Callable[[Settings], str]
     port: Callable[[Settings], int]
     check: Callable[[], None]  # raises MissingPrerequisiteError
     prepare: Callable[[Settings, Path], list[str]]  # renders config, formats storage; returns argv
     probe: Callable[[Settings], bool]  # True once the service answers
+    http: bool = False  # its address is an http:// URL
+
+    def address(self, settings: Settings) -> str:
+        """Where it listens, as status shows it (loopback only)."""
+        return f"{'http://' if self.http else ''}127.0.0.1:{self.port(settings)}"
 
     def dir(self, settings: Settings) -> Path:
         return settings.work_dir / self.name
@@ -300,7 +304,6 @@ def _kafka_node(index: int) -> _Spec:
     return _Spec(
         name=f"kafka-{index + 1}",
         ready_timeout=120.0,
-        address=lambda s: f"127.0.0.1:{s.kafka_cluster_ports[index]}",
         port=lambda s: s.kafka_cluster_ports[index],
         check=_kafka_check,
         prepare=lambda s, home: _kafka_node_prepare(s, home, index),
@@ -384,7 +387,6 @@ SPECS: dict[str, _Spec] = {
     "kafka": _Spec(
         name="kafka",
         ready_timeout=90.0,
-        address=lambda s: f"127.0.0.1:{s.kafka_port}",
         port=lambda s: s.kafka_port,
         check=_kafka_check,
         prepare=_kafka_prepare,
@@ -393,7 +395,6 @@ SPECS: dict[str, _Spec] = {
     "clickhouse": _Spec(
         name="clickhouse",
         ready_timeout=60.0,
-        address=lambda s: f"127.0.0.1:{s.clickhouse_native_port}",
         port=lambda s: s.clickhouse_native_port,
         check=_clickhouse_check,
         prepare=_clickhouse_prepare,
@@ -402,7 +403,7 @@ SPECS: dict[str, _Spec] = {
     "prometheus": _Spec(
         name="prometheus",
         ready_timeout=60.0,
-        address=lambda s: f"http://127.0.0.1:{s.prometheus_port}",
+        http=True,
         port=lambda s: s.prometheus_port,
         check=_prometheus_check,
         prepare=_prometheus_prepare,
@@ -411,7 +412,7 @@ SPECS: dict[str, _Spec] = {
     "alertmanager": _Spec(
         name="alertmanager",
         ready_timeout=60.0,
-        address=lambda s: f"http://127.0.0.1:{s.alertmanager_port}",
+        http=True,
         port=lambda s: s.alertmanager_port,
         check=_alertmanager_check,
         prepare=_alertmanager_prepare,
