@@ -58,7 +58,8 @@ def _resolves(dotted: str) -> bool:
 
 def _generated(path: str) -> bool:
     """True for a path the repository ignores (.gitignore): made by a tool on first use, e.g. bench/.venv-quix."""
-    return subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=ROOT).returncode == 0
+    return any(subprocess.run(["git", "check-ignore", "--no-index", "-q", candidate], cwd=ROOT).returncode == 0
+               for candidate in (path, path.rstrip("/") + "/"))  # a directory pattern matches the directory
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
