@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from domain.aggregates import WindowAgg
 from domain.bloom import BloomFilter
@@ -69,8 +69,7 @@ class SourceClock:
     last_arrival: float
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """An entity's new state: what it contributed until now (() if new) and what it contributes from now on.
     ``keep_contribution=False`` saves memory for entities whose contribution is cheap to recompute."""
 
@@ -83,8 +82,7 @@ class Change:
     keep_contribution: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class CellRow:
+class CellRow(NamedTuple):
     """One row for the store: the full state of a cell for one source, versioned by offset."""
 
     source: Source
