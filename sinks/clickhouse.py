@@ -245,9 +245,13 @@ class ServerClickHouse:
             settings.update(insert_distributed_sync=1, insert_quorum=insert_quorum,
                             insert_quorum_timeout=self.QUORUM_TIMEOUT_MS, insert_deduplicate=0)
         (host, port), *alternatives = hosts
+        # an ON CLUSTER statement answers once every replica ran it, which the server bounds by its
+        # distributed_ddl_task_timeout (180 s): wait longer than that on a cluster, so that the server's own
+        # timeout error, not a dropped socket, reports a replica that does not answer
         self._client = Client(host=host, port=port, user=user, password=password, database="default",
                               alt_hosts=",".join(f"{h}:{p}" for h, p in alternatives) or None,
-                              settings=settings, connect_timeout=5, send_receive_timeout=60)
+                              settings=settings, connect_timeout=5,
+                              send_receive_timeout=60 if cluster is None else 200)
         on_cluster = f" ON CLUSTER {cluster}" if cluster is not None else ""
         if not self.query("SELECT count() FROM system.databases WHERE name = %(d)s", {"d": database})[0][0]:
             self.execute(f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}")
