@@ -21,15 +21,15 @@ from devtools.services import (
     ServiceStatus,
     _clickhouse_check,
     _clickhouse_probe,
+    _clickhouse_server,
+    _cluster_settings,
     _java,
     _locked,
-    _read_pid,
     _render,
     _Spec,
     _start,
-    _startup_seconds,
-    _stop_pid,
-    _which,
+    _status,
+    _stop,
 )
 from satpulse.settings import Settings
 
@@ -51,11 +51,12 @@ def replica_url(settings: Settings, database: str = "satpulse") -> str:
     return f"clickhouse://default:@{hosts}/{database}"
 
 
-def _cluster_settings(settings: Settings) -> Settings:
-    """``settings`` with the work dir of the cluster (``_Spec`` keeps each service in ``work_dir/name``)."""
+def _replica_settings(settings: Settings) -> Settings:
+    """``settings`` with the work dir of the cluster (``_Spec`` keeps each service in ``work_dir/name``). Raises
+    ServiceError unless every replica has an http port."""
     if len(settings.clickhouse_cluster_http_ports) != len(settings.clickhouse_cluster_ports):
         raise ServiceError("clickhouse_cluster_http_ports needs one port per port in clickhouse_cluster_ports")
-    return settings.model_copy(update={"work_dir": settings.work_dir.resolve() / "cluster"})
+    return _cluster_settings(settings)
 
 
 # ----------------------------------------------------------------------------------------------- zookeeper
@@ -105,19 +106,14 @@ def _replica_spec(index: int) -> _Spec:
         return settings.clickhouse_cluster_ports[index]
 
     def prepare(settings: Settings, home: Path) -> list[str]:
-        server = _which("clickhouse-server", "apt-get install -y clickhouse-server")
-        for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
-            (home / sub).mkdir(parents=True, exist_ok=True)
         replicas = "\n".join(f"                <replica><host>127.0.0.1</host><port>{port}</port></replica>"
                               for port in settings.clickhouse_cluster_ports)
-        _render(TEMPLATES / "config.xml", home / "config.xml", {
+        return _clickhouse_server(home, TEMPLATES / "config.xml", {
             "home": home, "native_port": native_port(settings),
             "http_port": settings.clickhouse_cluster_http_ports[index],
             "interserver_port": native_port(settings) + INTERSERVER_PORT_OFFSET,
             "cluster": cluster_name(settings), "replicas": replicas, "zookeeper_port": settings.zookeeper_port,
             "shard": SHARD, "replica": f"replica-{index + 1}"})
-        _render(CONFIG_DIR / "clickhouse" / "users.xml", home / "users.xml", {})
-        return [server, f"--config-file={home / 'config.xml'}"]
 
     return _Spec(
         name=f"clickhouse-{index + 1}",
@@ -144,7 +140,7 @@ def up(settings: Settings) -> None:
     program is missing) if a process cannot start, exits or is not ready in time; that process is stopped
     again, the ones started before it keep running (``down`` stops them).
     """
-    settings = _cluster_settings(settings)
+    settings = _replica_settings(settings)
     specs = _specs(settings)
     for spec in specs:
         spec.check()
@@ -158,23 +154,12 @@ def down(settings: Settings) -> None:
 
     Blocks until they have exited. Never raises for a process that is not running.
     """
-    settings = _cluster_settings(settings)
+    settings = _replica_settings(settings)
     with _locked(settings):
-        for spec in reversed(_specs(settings)):
-            pid = _read_pid(spec, settings)
-            if pid is not None:
-                _stop_pid(pid, spec, settings)
-                spec.pid_file(settings).unlink(missing_ok=True)
+        _stop(_specs(settings), settings)
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
     """ZooKeeper and each replica as running (live pid file) or stopped; drops stale pid files. No blocking."""
-    settings = _cluster_settings(settings)
-    result = []
-    for spec in _specs(settings):
-        pid = _read_pid(spec, settings)
-        result.append(ServiceStatus(
-            name=spec.name, state="running" if pid is not None else "stopped", pid=pid,
-            address=spec.address(settings),
-            startup_seconds=_startup_seconds(spec, settings) if pid is not None else None))
-    return result
+    settings = _replica_settings(settings)
+    return _status(_specs(settings), settings)

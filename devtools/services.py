@@ -260,7 +260,8 @@ def _kafka_probe(settings: Settings) -> bool:
 
 
 def _cluster_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"work_dir": settings.work_dir / "cluster"})
+    """``settings`` with the local cluster's work dir, ``<work_dir>/cluster`` (absolute)."""
+    return settings.model_copy(update={"work_dir": settings.work_dir.resolve() / "cluster"})
 
 
 def _cluster_replicas(settings: Settings) -> tuple[int, int]:
@@ -318,13 +319,19 @@ def _clickhouse_check() -> None:
     _which("clickhouse-server", "apt-get install -y clickhouse-server")
 
 
-def _clickhouse_prepare(settings: Settings, home: Path) -> list[str]:
+def _clickhouse_server(home: Path, config_template: Path, values: dict[str, object]) -> list[str]:
+    """Prepare a ClickHouse server's directory under ``home`` (config rendered from ``config_template`` with
+    ``values``, the shared users.xml); returns its argv."""
     server = _which("clickhouse-server", "apt-get install -y clickhouse-server")
     for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
         (home / sub).mkdir(parents=True, exist_ok=True)
-    _render(CONFIG_DIR / "clickhouse" / "config.xml", home / "config.xml", _values(settings))
-    _render(CONFIG_DIR / "clickhouse" / "users.xml", home / "users.xml", _values(settings))
+    _render(config_template, home / "config.xml", values)
+    _render(CONFIG_DIR / "clickhouse" / "users.xml", home / "users.xml", values)
     return [server, f"--config-file={home / 'config.xml'}"]
+
+
+def _clickhouse_prepare(settings: Settings, home: Path) -> list[str]:
+    return _clickhouse_server(home, CONFIG_DIR / "clickhouse" / "config.xml", _values(settings))
 
 
 def _clickhouse_probe(settings: Settings) -> bool:
