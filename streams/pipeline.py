@@ -75,12 +75,12 @@ from satpulse.metrics import STAGE_LABEL
 from satpulse.settings import Settings
 from satpulse.stages import Stage
 from sinks.clickhouse import ClickHouse, ClickHouseError, StoreNotReady
-from sinks.retry import RetryStopped
+from sinks.retry import RetryStopped, retry_clickhouse
 from streams.broker import Broker, Message, Record, TopicPartition
 from streams.cleaner import CleanMessage, DeadLetterMessage, Routed, route
 from streams.kafka_broker import KafkaBroker
 from streams.stores import StoreFactory, Stores, clickhouse_stores
-from streams.window_worker import BatchResult, Item, WindowResult, WindowWorker, retry_clickhouse
+from streams.window_worker import BatchResult, Item, WindowResult, WindowWorker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
