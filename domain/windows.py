@@ -9,8 +9,8 @@ not used (faust-streaming#250, #193).
 
 Call order per batch and source: :meth:`Windower.ensure_source`, load missing entities
 (:meth:`missing_entities` / :meth:`load_entities`), compute transitions with :meth:`entity`,
-load missing cells (:meth:`missing_cells` / :meth:`load_cells`), :meth:`apply`; then persist
-:meth:`dirty_rows` and call :meth:`mark_persisted`.
+compute their :func:`cell_deltas`, load the cells those touch (:meth:`missing_cells` / :meth:`load_cells`),
+:meth:`apply`; then persist :meth:`dirty_rows` and call :meth:`mark_persisted`.
 """
 
 from __future__ import annotations
@@ -89,6 +89,64 @@ class CellRow(NamedTuple):
     key: WindowKey
     agg: WindowAgg
     version: int
+
+
+class CellDeltas(NamedTuple):
+    """What a batch's entity changes do to cells, net: whole contributions added (weight > 0) or withdrawn
+    (weight < 0), and single entries of contributions that changed in part. Weights that cancel are left out."""
+
+    whole: list[tuple[Contribution, int]]
+    entries: list[tuple[WindowKey, WindowAgg, int]]
+
+    def touched(self) -> set[WindowKey]:
+        """The cells the deltas touch (the ones :meth:`Windower.apply` needs loaded)."""
+        return {key for contribution, _ in self.whole for key, _ in contribution} | {k for k, _, _ in self.entries}
+
+
+def cell_deltas(changes: Iterable[Change]) -> CellDeltas:
+    """The net cell deltas of ``changes``. Equal contribution objects (ratings share them) are added up and
+    applied once, scaled by their net count. When an entity had a contribution and still has one, only the
+    entries that differ count: a case that gets resolved adds its resolution cells and leaves its creation and
+    first-response cells alone, which are often in windows already final and out of memory (entries are
+    matched by cell key and equal aggregate)."""
+    weights: dict[int, list[Any]] = {}  # id(contribution) -> [contribution, net count]
+    entries: dict[tuple[WindowKey, int], list[Any]] = {}  # (key, id(aggregate)) -> [key, aggregate, net count]
+    for change in changes:
+        before, after = change.old_contribution, change.contribution
+        if before == after:
+            continue
+        if before and after:
+            for key, agg, weight in _differing_entries(before, after):
+                entries.setdefault((key, id(agg)), [key, agg, 0])[2] += weight
+        else:
+            contribution, weight = (after, 1) if after else (before, -1)
+            weights.setdefault(id(contribution), [contribution, 0])[1] += weight
+    return CellDeltas([(c, w) for c, w in weights.values() if w], [(k, a, w) for k, a, w in entries.values() if w])
+
+
+def _differing_entries(before: Contribution, after: Contribution) -> list[tuple[WindowKey, WindowAgg, int]]:
+    """The entries of ``before`` that ``after`` lacks (weight -1) and those of ``after`` that ``before`` lacks
+    (weight 1); an entry matches one with the same key and an equal aggregate (the same object, usually)."""
+    same = 0  # a case's entries come in a fixed order, so a change usually keeps a prefix and appends
+    while same < min(len(before), len(after)) and before[same] == after[same]:
+        same += 1
+    before, after = before[same:], after[same:]
+    unmatched: dict[WindowKey, list[WindowAgg]] = {}
+    for key, agg in before:
+        unmatched.setdefault(key, []).append(agg)
+    out: list[tuple[WindowKey, WindowAgg, int]] = []
+    for key, agg in after:
+        olds = unmatched.get(key)
+        if olds:
+            i = next((j for j, old in enumerate(olds) if old is agg), -1)
+            if i < 0:
+                i = next((j for j, old in enumerate(olds) if old == agg), -1)
+            if i >= 0:
+                del olds[i]
+                continue
+        out.append((key, agg, 1))
+    out += [(key, agg, -1) for key, aggs in unmatched.items() for agg in aggs]
+    return out
 
 
 class Windower:
@@ -190,41 +248,24 @@ class Windower:
         if offset > state.persisted_offset:
             state.max_offset = max(state.max_offset, offset)
 
-    def apply(self, source: Source, changes: Iterable[Change]) -> None:
-        """Replace the contributions of changed entities. Every key of every old and new contribution must be
-        loaded. Equal contribution objects (ratings share them) are added up first and merged into each cell
-        once, scaled by their net count; when an entity had a contribution and still has one, only the entries
-        that differ are applied (a case that gets resolved adds its resolution cells and leaves its creation
-        and first-response cells alone: entries are matched by cell key and aggregate identity)."""
+    def apply(self, source: Source, changes: Iterable[Change], deltas: CellDeltas) -> None:
+        """Replace the contributions of changed entities: install their new states and add ``deltas``
+        (:func:`cell_deltas` of the same ``changes``) to the cells, every key of which must be loaded."""
         src = self.sources[source]
-        weights: dict[int, list[Any]] = {}  # id(contribution) -> [contribution, net count]
-        entries: dict[tuple[WindowKey, int], list[Any]] = {}  # (key, id(aggregate)) -> [key, aggregate, net count]
+        entities = src.entities
         for change in changes:
-            old = src.entities.pop(change.entity_id, None)  # re-inserted below: most recently changed last
+            old = entities.pop(change.entity_id, None)  # re-inserted below: most recently changed last
             last_time = max(change.event_time, old.last_event_time if old else change.event_time)
-            before, after = change.old_contribution, change.contribution
-            if before != after:
-                if before and after:
-                    for contribution, weight in ((before, -1), (after, 1)):
-                        for key, agg in contribution:
-                            entry = entries.setdefault((key, id(agg)), [key, agg, 0])
-                            entry[2] += weight
-                else:
-                    contribution, weight = (after, 1) if after else (before, -1)
-                    entry = weights.setdefault(id(contribution), [contribution, 0])
-                    entry[1] += weight
-            kept = after if change.keep_contribution else None
-            src.entities[change.entity_id] = Entity(change.state, kept, change.quarantined, last_time)
+            kept = change.contribution if change.keep_contribution else None
+            entities[change.entity_id] = Entity(change.state, kept, change.quarantined, last_time)
         cells = src.cells
-        for contribution, weight in weights.values():
-            if weight:
-                for key, agg in contribution:
-                    cells[key].add_scaled(agg, weight)
-                    self._touch(src, key)
-        for key, agg, weight in entries.values():
-            if weight:
+        for contribution, weight in deltas.whole:
+            for key, agg in contribution:
                 cells[key].add_scaled(agg, weight)
                 self._touch(src, key)
+        for key, agg, weight in deltas.entries:
+            cells[key].add_scaled(agg, weight)
+            self._touch(src, key)
 
     def evict_entities(self, max_per_source: int) -> int:
         """Move the least recently changed entities beyond ``max_per_source`` out of memory (into the Bloom

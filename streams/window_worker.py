@@ -28,7 +28,7 @@ from domain.entities import (
     rating_state,
 )
 from domain.store import WindowStateStore
-from domain.windows import Change, Entity, Source, Windower
+from domain.windows import Change, Entity, Source, Windower, cell_deltas
 from satpulse import metrics
 from satpulse.metrics import STAGE_LABEL
 from satpulse.stages import Stage
@@ -177,18 +177,18 @@ class WindowWorker:
             kind = new[0].kind
             self._load_entities(source, kind, {_entity_id(kind, i.record) for i in new})
             part = BatchResult(new=new)
-            changes, keys = self._fold(source, kind, new, part)
-            if not self._load_cells(source, keys):
+            changes = self._fold(source, kind, new, part)
+            deltas = cell_deltas(changes)
+            if not self._load_cells(source, deltas.touched()):
                 continue  # state was dropped: start this source over from the store
-            w.apply(source, changes)
+            w.apply(source, changes, deltas)
             part.late.extend(i for i in new if w.count_late(i.record["event_time"]))
             result.add(part)
             return
 
-    def _fold(self, source: Source, kind: str, new: Sequence[Item], result: BatchResult
-              ) -> tuple[list[Change], set[WindowKey]]:
+    def _fold(self, source: Source, kind: str, new: Sequence[Item], result: BatchResult) -> list[Change]:
         """Fold the batch into each entity (only the final state per entity matters for the cells). Returns
-        the changes and the cell keys they touch; adds dead letters, duration samples and the events that
+        the changes; adds dead letters, duration samples and the events that
         changed their entity to ``result``. An event whose fold
         raises is dead-lettered (processing_error) and left out; so are all of an entity's events in this batch
         when its contribution cannot be computed, and that entity keeps its state."""
@@ -211,7 +211,6 @@ class WindowWorker:
                 states[eid] = state
                 events[eid].append(item)
         changes = []
-        contributions: dict[int, Contribution] = {}  # distinct contributions (ratings share them), by id
         for eid, state in states.items():
             known = w.entity(source, eid)
             try:
@@ -227,8 +226,6 @@ class WindowWorker:
                 continue
             last = events[eid][-1]
             result.changed.extend(events[eid])
-            contributions[id(old_contribution)] = old_contribution
-            contributions[id(contribution)] = contribution
             # a rating's contribution is cheap to recompute: only cases keep theirs in memory
             changes.append(Change(eid, state, old_contribution, contribution, last.record["event_time"],
                                   quarantine, keep_contribution=kind == "ticket"))
@@ -240,8 +237,7 @@ class WindowWorker:
                                                  state.priority or "none", at_and_ms[1] / 1000))
             for reason in quarantine - old_quarantine if quarantine else ():
                 result.quarantined.append(Quarantined(last, reason, _describe(state, reason)))
-        keys = {k for contribution in contributions.values() for k, _ in contribution}
-        return changes, keys
+        return changes
 
     @staticmethod
     def _fail(result: BatchResult, items: Sequence[Item], exc: Exception) -> None:

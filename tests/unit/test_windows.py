@@ -23,7 +23,7 @@ from domain.entities import (
     window_start,
 )
 from domain.store import StoredEvent
-from domain.windows import CellRow, Change, Source, Windower
+from domain.windows import CellRow, Change, Source, Windower, cell_deltas
 from satpulse import metrics
 from streams.window_worker import Item, WindowWorker
 from tests.fakes import Faults, MemoryWindowStore
@@ -228,7 +228,8 @@ def test_watermark_finalises_with_grace_and_idle() -> None:
     w.ensure_source(source, -1)
     w.load_cells(source, [("all", "all", 0)], {})
     w.observe(source, 0, 30_000, now=100.0)
-    w.apply(source, [Change("r", None, (), ((("all", "all", 0), WindowAgg(rated=1)),), 30_000)])
+    changes = [Change("r", None, (), ((("all", "all", 0), WindowAgg(rated=1)),), 30_000)]
+    w.apply(source, changes, cell_deltas(changes))
     w.mark_persisted(w.dirty_rows())
     final, current = w.finalise(now=100.0)
     assert final == set() and current == {("all", "all", 0)}  # busy source at 30 s < 60 s + 10 s grace
@@ -238,12 +239,59 @@ def test_watermark_finalises_with_grace_and_idle() -> None:
     assert w.sources[source].cells == {}  # evicted after emission
 
 
+_KEYS = [("all", "all", 0), ("channel", "chat", 0), ("all", "all", 60_000)]
+_AGGS: list[dict[str, Any]] = [{"rated": 1, "satisfied": 1}, {"created": 1}, {"resolved": 1, "resolution_ms": 5_000}]
+# an entry: a key and an aggregate's values; each drawn entry gets its own WindowAgg object
+entry_st = st.tuples(st.sampled_from(_KEYS), st.sampled_from(range(len(_AGGS))))
+
+
+def _contribution(entries: list[tuple[Any, int]]) -> tuple[tuple[Any, WindowAgg], ...]:
+    return tuple((key, WindowAgg(**_AGGS[agg])) for key, agg in entries)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.lists(entry_st, max_size=5), st.lists(entry_st, max_size=5)), max_size=6),
+       st.data())
+def test_cell_deltas_are_the_net_of_withdrawing_every_old_and_adding_every_new_contribution(
+        pairs: list[tuple[list[Any], list[Any]]], data: st.DataObject) -> None:
+    changes = []
+    for before, after in pairs:
+        old, new = _contribution(before), _contribution(after)
+        if data.draw(st.booleans()):  # the same objects, as a shared contribution or a kept prefix would be
+            new = old[:data.draw(st.integers(0, len(old)))] + new
+        changes.append(Change("e", None, old, new, 0))
+    expected: dict[Any, WindowAgg] = {}
+    for change in changes:
+        for contribution, sign in ((change.old_contribution, -1), (change.contribution, 1)):
+            for key, agg in contribution:
+                expected.setdefault(key, WindowAgg()).add_scaled(agg, sign)
+    deltas = cell_deltas(changes)
+    actual = {key: WindowAgg() for key in deltas.touched()}
+    for contribution, weight in deltas.whole:
+        for key, agg in contribution:
+            actual[key].add_scaled(agg, weight)
+    for key, agg, weight in deltas.entries:
+        actual[key].add_scaled(agg, weight)
+    assert {k: a for k, a in actual.items() if not a.is_empty()} == {
+        k: a for k, a in expected.items() if not a.is_empty()}
+
+
+def test_a_resolved_case_touches_only_its_resolution_cells_even_with_equal_but_distinct_aggregates() -> None:
+    created = [(("all", "all", 0), WindowAgg(created=1))]
+    first_response = [(("all", "all", 60_000), WindowAgg(first_responses=1, first_response_ms=60_000))]
+    resolution = [(("all", "all", 120_000), WindowAgg(resolved=1, resolution_ms=120_000))]
+    same_again = [(key, agg.copy()) for key, agg in first_response]  # rebuilt, e.g. after a memo was cleared
+    changes = [Change("c", None, tuple(created + first_response), tuple(created + same_again + resolution), 0)]
+    assert cell_deltas(changes).touched() == {("all", "all", 120_000)}
+
+
 def test_entities_leave_memory_beyond_the_cap_oldest_first_and_when_idle_beyond_the_horizon() -> None:
     w = Windower(60, 0, idle_seconds=5, entity_horizon_seconds=3600)
     source = (FB, 0)
     w.assign([source], now=0.0)
     w.ensure_source(source, -1)
-    w.apply(source, [Change(f"r{i}", None, (), (), BASE + i * 60_000) for i in range(6)])
+    changes = [Change(f"r{i}", None, (), (), BASE + i * 60_000) for i in range(6)]
+    w.apply(source, changes, cell_deltas(changes))
     assert w.evict_entities(4) == 2  # the two least recently changed
     assert list(w.sources[source].entities) == ["r2", "r3", "r4", "r5"]
     assert "r0" in w.sources[source].evicted and w.missing_entities(source, ["r0", "r5", "new"]) == {"r0"}
