@@ -251,6 +251,7 @@ class Pipeline:
             batch.published = await self._clean_and_publish(batch.ingest)
         else:
             await self._publish([(r.topic, r.key, r.value) for _, r in self._clean(batch.ingest)])
+        batch.ingest = []  # no later stage reads them: freed while the batch waits for the window stage
 
     async def window_stage(self, batch: Batch) -> None:
         """Count the batch's clean events (published by :meth:`clean_stage`, or read back from Kafka): (1)
@@ -262,6 +263,7 @@ class Pipeline:
                 await self._count(*batch.published)
             elif batch.clean:
                 await self._count(*self._read_back(batch.clean))
+        batch.published, batch.clean = None, []  # freed while the batch waits for its dead letters and commit
 
     async def dead_letter_stage(self, batch: Batch) -> None:
         """(2) Store the batch's dead-letter messages; returns once ClickHouse holds them. Raises RetryStopped
