@@ -109,7 +109,8 @@ def encode_window_result(result: WindowResult, window_seconds: int, now_ms: int)
 class Batch:
     """One fetched batch on its way through the stages (clean -> window -> dead letters). ``done`` resolves
     once every stage wrote its outputs and its ``offsets`` were committed, or holds the first stage's
-    exception (then nothing of it is committed)."""
+    exception (then nothing of it is committed). A stage empties what no later stage reads (the clean stage
+    ``ingest``, the window stage ``clean`` and ``published``), so a batch waiting for its commit holds little."""
 
     ingest: list[Record]
     clean: list[Record]
