@@ -50,7 +50,7 @@ from satpulse.settings import Settings, get_settings
 from satpulse.stages import Stage
 from sinks.retry import RetryStopped
 from streams.backfill import backfill_summary
-from streams.heap import HeapFreezer
+from streams.heap import HeapFreezer, limit_malloc_arenas
 from streams.pipeline import Batch, Pipeline
 
 log = logging.getLogger(__name__)
@@ -179,11 +179,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
             await pipeline.stop()
 
     @app.on_worker_init.connect
-    def tune_gc(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    def tune_memory(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Window state is a large heap of small long-lived objects; with the default thresholds the collector
         # walks it again and again (half of the window stage's CPU in profiles). Reference counting still frees
         # everything acyclic at once; this only makes the cycle collector run less often.
         gc.set_threshold(100_000, 50, 1000)
+        limit_malloc_arenas()
 
     return app, pipeline
 
@@ -193,7 +194,7 @@ def run_worker(loglevel: str = "WARNING") -> None:
     until a stage fails (raises its exception; the batches in flight are replayed by the next start). Blocks."""
     app.finalize()  # what `faust -A streams.app worker` does before it starts the worker (faust.cli.base)
     app.worker_init()
-    app.worker_init_post_autodiscover()  # sends on_worker_init (tune_gc)
+    app.worker_init_post_autodiscover()  # sends on_worker_init (tune_memory)
     worker = Worker(app, loglevel=loglevel, loop=uvloop.new_event_loop(), quiet=True)
     worker.spinner = None  # no terminal spinner: the output is logs (and a backfill's summary)
     worker.execute_from_commandline()
