@@ -8,7 +8,7 @@ import os
 import time
 
 _M_ARENA_MAX = -8  # mallopt parameter of glibc's malloc.h
-MALLOC_ARENAS = 2  # the worker's threads: the event loop, ClickHouse writes, ClickHouse reads
+MALLOC_ARENAS = 2  # shared by the worker's threads (event loop, ClickHouse writer, ClickHouse reader)
 GC_FULL_SECONDS = 3600.0  # how often every object is checked for cycles again (a pause: ~3 s at 5M objects)
 
 
@@ -35,8 +35,8 @@ class HeapFreezer:
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
     """Cap glibc's malloc arenas for what threads allocate from now on, as ``MALLOC_ARENA_MAX`` does (which,
     when set, wins): by default every thread that allocates gets an arena of its own, up to 8 per core, and
-    memory freed in one is not reused by the others (the 200k-event bench peaked ~15 MB higher without the cap).
-    Call before the worker starts its threads. Does nothing where the C library is not glibc."""
+    memory freed in one is not reused by the others, which raises the peak RSS. Call before the worker starts
+    its threads. Does nothing where the C library is not glibc."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return
     try:

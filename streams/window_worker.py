@@ -188,10 +188,9 @@ class WindowWorker:
 
     def _fold(self, source: Source, kind: str, new: Sequence[Item], result: BatchResult) -> list[Change]:
         """Fold the batch into each entity (only the final state per entity matters for the cells). Returns
-        the changes; adds dead letters, duration samples and the events that
-        changed their entity to ``result``. An event whose fold
-        raises is dead-lettered (processing_error) and left out; so are all of an entity's events in this batch
-        when its contribution cannot be computed, and that entity keeps its state."""
+        the changes; adds dead letters, duration samples and the events that changed their entity to ``result``.
+        An event whose fold raises is dead-lettered (processing_error) and left out; so are all of an entity's
+        events in this batch when its contribution cannot be computed, and that entity keeps its state."""
         w = self.windower
         states: dict[str, Any] = {}
         events: dict[str, list[Item]] = defaultdict(list)  # per entity, the events that changed it
