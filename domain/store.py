@@ -8,7 +8,8 @@ The state is versioned by source offset, which is what makes a replay exact:
   checkpoint row (domain.windows.CHECKPOINT_KEY) with every batch, so its highest version is its high-water
   mark: every offset at or below it is counted.
 - the clean events the cells were computed from, with their source partition and offset, from which ratings
-  and cases are rebuilt when a worker takes a source over.
+  and cases are rebuilt when a worker takes a source over. The events are stored before the cells, so a crash
+  between the two leaves events after the high-water mark that no cell counts: the next owner discards them.
 
 Every method blocks (I/O) and may raise the sink's error (ClickHouseError); the caller retries. Not
 thread-safe: one call at a time.
@@ -32,6 +33,13 @@ class WindowStateStore(Protocol):
     def persisted_offset(self, source: Source) -> int:
         """Highest version of ``source``'s cells: every offset up to it is counted (-1: none). Read when a
         worker (re)takes a source."""
+
+    def discard_uncounted_events(self, source: Source, persisted_offset: int) -> None:
+        """Delete ``source``'s clean events stored after ``persisted_offset`` (its high-water mark): an owner
+        that died between storing a batch's events and writing its cells left them, and no cell counts them.
+        Left in place, they would be read back as counted once the mark passed their offsets, which happens
+        when a replay publishes the same events again at later offsets (combined stages). Call when taking a
+        source over, before counting any of its events; returns once they are gone."""
 
     def stored_window_starts(self, source: Source) -> set[int]:
         """Starts (epoch ms) of the windows in which ``source`` has stored cells."""

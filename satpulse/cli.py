@@ -187,7 +187,8 @@ def _cmd_retention(args: argparse.Namespace) -> int:
 
     from satpulse.settings import get_settings
     from sinks.clickhouse import connect_configured
-    from sinks.retention import apply_retention, wait_for_mutations
+    from sinks.mutations import wait_for_mutations
+    from sinks.retention import apply_retention
 
     settings = get_settings()
     ch = connect_configured(settings, args.url)

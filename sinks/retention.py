@@ -1,19 +1,18 @@
 """Retention: delete rows older than the configured number of days, per kind of row (``satpulse retention``).
 
-ClickHouse 18.16 has no TTL (it arrived in 19.6), so this runs ``ALTER TABLE ... DELETE WHERE ...`` mutations,
-which work on every engine we support (on a cluster: ``ON CLUSTER`` on the replicated tables). Run it from a
+ClickHouse 18.16 has no TTL (it arrived in 19.6), so this submits ``ALTER TABLE ... DELETE`` mutations
+(:mod:`sinks.mutations`). Run it from a
 scheduler (docs/operations.md#retention). Cut-offs are whole UTC days, so no stored 1 h or 1 day cell is ever cut
 in two; the per-source checkpoint rows of ``window_cells`` (the sources' high-water marks) are never deleted."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from domain.windows import CHECKPOINT_KEY
 from satpulse.settings import Settings
 from sinks.clickhouse import ClickHouse
-from sinks.migrations import data_table, on_cluster
+from sinks.mutations import delete_rows, matching_rows
 
 _DAY = 86400
 _CELLS = "window_seconds = %(size)s AND dimension != %(checkpoint)s AND "
@@ -51,29 +50,14 @@ def apply_retention(ch: ClickHouse, settings: Settings, now: int, dry_run: bool 
     older than the start of the UTC day N days before ``now`` (epoch seconds) with an ``ALTER TABLE ... DELETE``
     mutation; a kind with no such row gets no mutation (each one rewrites the table's parts). Returns the steps
     planned. Blocks until the mutations are submitted; ClickHouse applies them in the background (see
-    :func:`wait_for_mutations`). Raises ClickHouseError. Idempotent: a second run deletes nothing more."""
+    :func:`sinks.mutations.wait_for_mutations`). Raises ClickHouseError. Idempotent: a second run deletes
+    nothing more."""
     steps = []
     for kind, table, condition, size, days in _plan(settings):
         cutoff = (now - days * _DAY) // _DAY * _DAY
         params = {"cutoff": cutoff, "size": size, "checkpoint": CHECKPOINT_KEY[0]}
-        rows = int(ch.query(f"SELECT count() FROM {ch.database}.{table} WHERE {condition}", params)[0][0])
+        rows = matching_rows(ch, table, condition, params)
         if rows and not dry_run:
-            # on a cluster: the replicated table, once per shard (its replicas apply the mutation too)
-            ch.execute(f"ALTER TABLE {ch.database}.{data_table(ch, table)}{on_cluster(ch)} DELETE WHERE {condition}",
-                       params)
+            delete_rows(ch, table, condition, params)
         steps.append(RetentionStep(kind, table, cutoff, rows, bool(rows) and not dry_run))
     return steps
-
-
-def wait_for_mutations(ch: ClickHouse, timeout: float, poll: float = 0.2) -> bool:
-    """Wait until every mutation of the database is done; False if some are still running after ``timeout``
-    seconds. Blocks; raises ClickHouseError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pending = int(ch.query("SELECT count() FROM system.mutations WHERE database = %(db)s AND is_done = 0",
-                               {"db": ch.database})[0][0])
-        if not pending:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(poll)

@@ -4,7 +4,9 @@ Write contract: :meth:`WindowStore.write` inserts the batch's clean events, then
 one block; when it returns, both are durable and the caller may acknowledge the source offsets. It raises
 ClickHouseError on failure and may be retried with the same batch: rows replace themselves (same key, same
 version), so a retry or a replay after a crash never counts twice. Events are written before cells, so the
-events of every offset a cell includes are in the store (entities are rebuilt from them after a restart).
+events of every offset a cell includes are in the store (entities are rebuilt from them after a restart); the
+events a crash between the two inserts leaves after the high-water mark are deleted by the next owner
+(:meth:`WindowStore.discard_uncounted_events`).
 The stored roll-ups (1 h, 1 day; :mod:`sinks.rollups`) of the touched cells are refreshed at most every
 ``rollup_interval_seconds`` by :meth:`write` or :meth:`refresh_rollups` (call it periodically); roll-ups left
 behind by a crash are found stale and recomputed at the next start.
@@ -21,10 +23,12 @@ from domain.aggregates import WindowAgg
 from domain.entities import DIMENSION_FIELDS, RatingState, WindowKey, newer_rating
 from domain.store import StoredEvent
 from domain.windows import CellRow, Source
-from sinks.clickhouse import ClickHouse
+from sinks.clickhouse import ClickHouse, ClickHouseError
 from sinks.declared_columns import CELLS
+from sinks.mutations import delete_rows, matching_rows, wait_for_mutations
 from sinks.rollups import Rollups
 
+MUTATION_WAIT_SECONDS = 60.0  # how long discard_uncounted_events waits for its mutation before raising
 # feedback_events columns taken as they are from a clean record: column -> record field
 _FEEDBACK_FIELDS = {
     "rating_id": "rating_id", "rating_version": "rating_version", "event_id": "event_id",
@@ -104,6 +108,19 @@ class WindowStore:
             {"t": source[0], "p": source[1], "w": self.window_seconds})
         count, version = rows[0]
         return int(version) if int(count) else -1
+
+    def discard_uncounted_events(self, source: Source, persisted_offset: int) -> None:
+        """Delete ``source``'s clean events after ``persisted_offset`` (see the protocol): counts them first and
+        submits a mutation only when some exist (after a crash), then waits for it. Blocks; raises
+        ClickHouseError, also when the mutation is not done within :data:`MUTATION_WAIT_SECONDS` (retry)."""
+        table = "feedback_events" if source[0] == self.feedback_topic else "ticket_events"
+        condition = "source_partition = %(p)s AND source_offset > %(o)s"
+        params = {"p": source[1], "o": persisted_offset}
+        if not matching_rows(self.ch, table, condition, params):
+            return
+        delete_rows(self.ch, table, condition, params)
+        if not wait_for_mutations(self.ch, MUTATION_WAIT_SECONDS, table=table):
+            raise ClickHouseError(f"{table}: the deletion of uncounted events is not done yet")
 
     def stored_window_starts(self, source: Source) -> set[int]:
         """Starts (epoch ms) of the windows in which ``source`` has stored cells."""

@@ -148,6 +148,7 @@ class WindowWorker:
     def _prepare_source(self, source: Source) -> None:
         if not self.windower.has_source(source):
             offset = self._retry("read", lambda: self.store.persisted_offset(source))
+            self._retry("write", lambda: self.store.discard_uncounted_events(source, offset))
             starts = self._retry("read", lambda: self.store.stored_window_starts(source)) if offset >= 0 else set()
             self.windower.ensure_source(source, offset, starts)
 

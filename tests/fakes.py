@@ -42,12 +42,14 @@ class Faults:
     before the acks: with ``publish_appends`` the messages are appended first (the broker got them, the ack
     was lost), else none is. ``write`` (window store) and ``dead_letter_write`` fail before anything is stored,
     raising ``write_error`` (Crash by default; ClickHouseError is what the worker retries). ``commit`` fails
-    before the offsets are stored."""
+    before the offsets are stored. With ``write_stores_events`` a failing ``write`` stores the clean events
+    first and fails before the cells (the process died between the two inserts)."""
 
     publish: int = 0
     publish_appends: bool = False
     write: int = 0
     write_error: type[Exception] = Crash
+    write_stores_events: bool = False
     dead_letter_write: int = 0  # as write, for the dead-letter store
     commit: int = 0
     # "publish {topics}", "write", "dead-letter write", "commit"
@@ -220,6 +222,11 @@ class MemoryWindowStore:
         with self._lock:
             return max((v for (s, _), (_, v) in self.cells.items() if s == source), default=-1)
 
+    def discard_uncounted_events(self, source: Source, persisted_offset: int) -> None:
+        with self._lock:
+            events = self.feedback if source[0] == topics.FEEDBACK else self.tickets
+            events[:] = [e for e in events if e[0] != source[1] or e[1] <= persisted_offset]
+
     def stored_window_starts(self, source: Source) -> set[int]:
         with self._lock:
             return {key[2] for (s, key) in self.cells if s == source}  # the checkpoint row's too, as in ClickHouse
@@ -276,6 +283,10 @@ class MemoryWindowStore:
     def write(self, cells: Sequence[CellRow], feedback: Sequence[StoredEvent], tickets: Sequence[StoredEvent]
               ) -> None:
         if self.faults.take("write"):
+            if self.faults.write_stores_events:
+                with self._lock:
+                    self.feedback += feedback
+                    self.tickets += tickets
             raise self.faults.write_error("write")
         with self._lock:
             self.feedback += feedback

@@ -291,6 +291,26 @@ def test_an_event_stored_again_at_a_later_offset_is_one_row_the_earliest_copy(ch
     assert sum(map(len, cases.values())) == len(tickets)
 
 
+def test_a_new_owner_discards_the_events_stored_after_the_high_water_mark(ch: ClickHouse) -> None:
+    """An owner died between storing a batch's events and writing its cells: the next one deletes exactly the
+    events of that source after its high-water mark (-1: all of them), so reads by offset no longer find them."""
+    feedback, tickets = make_events(random.Random(7))
+    other = [{**r, "event_id": f"{r['event_id']}-p1", "rating_id": f"{r['rating_id']}-p1"} for r in feedback]
+    store = WindowStore(ch, "fb", "tk", 60)
+    store.write([], [(0, i, r) for i, r in enumerate(feedback)] + [(1, i, r) for i, r in enumerate(other)],
+                [(0, i, r) for i, r in enumerate(tickets)])
+    store.discard_uncounted_events(("fb", 0), 99)
+    store.discard_uncounted_events(("tk", 0), -1)
+    store.discard_uncounted_events(("tk", 1), -1)  # nothing stored: no mutation
+    rows = ch.query(f"SELECT source_partition, count(), max(source_offset) FROM {ch.database}.feedback_events "
+                    "GROUP BY source_partition ORDER BY source_partition")
+    assert [tuple(map(int, r)) for r in rows] == [(0, 100, 99), (1, len(other), len(other) - 1)]
+    assert ch.query(f"SELECT count() FROM {ch.database}.ticket_events")[0][0] == 0
+    ids = {r["rating_id"] for r in feedback + other}
+    assert set(store.load_ratings(("fb", 0), ids, 10**9)) == {r["rating_id"] for r in feedback[:100]}
+    assert set(store.load_ratings(("fb", 1), ids, 10**9)) == {r["rating_id"] for r in other}
+
+
 def test_entity_lookups_of_a_whole_batch_fit_the_query_size_limit(ch: ClickHouse) -> None:
     """A worker taking over a partition looks up every id of a 20,000-event batch: far more than one IN list
     within ClickHouse's 256 KiB max_query_size (refused, and the refusal would be retried forever)."""

@@ -19,9 +19,10 @@ from satpulse.settings import Settings
 from sinks.clickhouse import ClickHouse, ClickHouseError, Params
 from sinks.dead_letter_store import DeadLetterStore
 from sinks.declared_columns import CELLS
+from sinks.mutations import wait_for_mutations
 from sinks.queries import windows
 from sinks.report import build_report
-from sinks.retention import apply_retention, wait_for_mutations
+from sinks.retention import apply_retention
 from sinks.rollups import Rollups
 from sinks.window_store import WindowStore
 from streams.window_worker import Item, WindowWorker

@@ -262,6 +262,39 @@ def test_a_failed_write_commits_nothing_and_the_replay_counts_everything_once() 
     assert world.store.cell_totals() == expected_cells(SUBMISSIONS, world.settings())
 
 
+def test_events_stored_by_a_worker_that_died_before_writing_their_cells_are_not_taken_as_counted() -> None:
+    """Combined stages, the process dies between storing a batch's clean events and writing its cells: the
+    replay publishes those events again at later offsets, and the restarted worker fetches smaller batches. Once
+    the partition's high-water mark passes the first copies, a rating replayed after that is not mistaken for
+    one already counted (the first copies were never counted)."""
+
+    async def scenario() -> tuple[World, list[dict[str, Any]]]:
+        world = World(max_rows=2)
+        ids = [f"r{i}" for i in range(40) if world.kafka.partition_for(topics.INGEST, f"r{i}".encode()) == 0][:4]
+        raws = [rating(rid, minute, 5) for minute, rid in enumerate(ids)]
+        for raw in raws:
+            world.submit(raw)
+        (pipeline,) = await world.start()
+        first = await pipeline.fetch()
+        assert first is not None
+        await run_batch(pipeline, first)  # r0, r1: counted and committed
+        world.faults.write, world.faults.write_stores_events = 1, True
+        second = await pipeline.fetch()
+        assert second is not None
+        with pytest.raises(Crash):
+            await run_batch(pipeline, second)  # r2, r3: events stored, cells not
+        await pipeline.stop()
+        world.faults.write_stores_events = False
+        world.max_rows = 1
+        (restarted,) = await world.start()
+        await drain([restarted])
+        await restarted.stop()
+        return world, raws
+
+    world, raws = asyncio.run(scenario())
+    assert world.store.cell_totals() == expected_cells(raws, world.settings())
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_mode_counts_what_the_batch_computation_counts(mode: str) -> None:
     async def scenario() -> World:
@@ -294,17 +327,20 @@ submission_st = st.one_of(
     st.builds(ticket, st.sampled_from(["t1", "t2", "t3"]),
               st.sampled_from(["created", "first_response", "resolved", "reopened", "closed"]),
               st.integers(0, 300), st.sampled_from(["high", "low"])))
-CRASHES = ("before acks", "acks lost", "between acks and write", "between write and commit")
+CRASHES = ("before acks", "acks lost", "between acks and write", "between events and cells",
+           "between write and commit")
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(submissions=st.lists(submission_st, min_size=1, max_size=25), mode=st.sampled_from(list(MODES)),
-       max_rows=st.integers(1, 8),
+       max_rows=st.integers(1, 8), restart_rows=st.integers(1, 8),
        crashes=st.dictionaries(st.integers(0, 5), st.sampled_from(CRASHES), min_size=1, max_size=3))
 def test_any_crash_then_restart_ends_with_the_batch_totals(submissions: list[dict[str, Any]], mode: str,
-                                                           max_rows: int, crashes: dict[int, str]) -> None:
-    """Crash the worker process running batch i at the drawn point, restart it on the same broker and stores:
-    once everything is processed the stored cells are exactly the batch computation's."""
+                                                           max_rows: int, restart_rows: int,
+                                                           crashes: dict[int, str]) -> None:
+    """Crash the worker process running batch i at the drawn point, restart it on the same broker and stores
+    (fetching batches of another size, as a real restart fetches what has arrived by then): once everything
+    is processed the stored cells are exactly the batch computation's."""
 
     async def scenario() -> World:
         world = World(mode, max_rows)
@@ -326,6 +362,7 @@ def test_any_crash_then_restart_ends_with_the_batch_totals(submissions: list[dic
                 except Crash:
                     crashed += 1
                     await p.stop()  # the process is gone: its executors end, nothing more is committed
+                    world.max_rows = restart_rows
                     pipelines[index] = world.pipeline(MODES[mode][index])[0]
                     await pipelines[index].start()
                     continue
@@ -347,5 +384,6 @@ def inject(faults: Faults, crash: str | None) -> None:
     """Make the next batch fail at ``crash`` (None: clear every fault)."""
     faults.publish = int(crash in ("before acks", "acks lost"))
     faults.publish_appends = crash == "acks lost"
-    faults.write, faults.write_error = int(crash == "between acks and write"), Crash
+    faults.write, faults.write_error = int(crash in ("between acks and write", "between events and cells")), Crash
+    faults.write_stores_events = crash == "between events and cells"
     faults.commit = int(crash == "between write and commit")
