@@ -55,6 +55,17 @@ class WorkerProcess:
                 samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
         return samples
 
+    def describe(self, lines: int = 40) -> str:
+        """Whether the child runs (or its exit code) and the last ``lines`` lines of its log: for the message of
+        a test that waited for it in vain."""
+        state = "not started" if self.proc is None else (
+            "running" if self.proc.poll() is None else f"exited with {self.proc.returncode}")
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            tail = []
+        return "\n".join([f"worker {state}; the end of {self.log_path}:", *tail])
+
     def stop(self, kill: bool = False, timeout: float = 30.0) -> None:
         """SIGTERM (or SIGKILL with ``kill``) and wait; escalates to SIGKILL after ``timeout``."""
         if self.proc is None or self.proc.poll() is not None:
@@ -90,14 +101,17 @@ def committed_lag(bootstrap: str, group: str, topic_names: list[str]) -> int:
         admin.close()
 
 
-def wait_consumed(bootstrap: str, group: str, topic_names: list[str], timeout: float) -> None:
-    """Block until the group has committed every message of the topics. Raises TimeoutError."""
+def wait_consumed(bootstrap: str, group: str, topic_names: list[str], timeout: float,
+                  workers: Sequence[WorkerProcess] = ()) -> None:
+    """Block until the group has committed every message of the topics. Raises TimeoutError, whose message
+    describes ``workers`` (the group's worker children)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if committed_lag(bootstrap, group, topic_names) == 0:
             return
         time.sleep(1)
-    raise TimeoutError(f"group {group} still lags {committed_lag(bootstrap, group, topic_names)} messages")
+    raise TimeoutError("\n".join([f"group {group} still lags {committed_lag(bootstrap, group, topic_names)} messages",
+                                   *(w.describe() for w in workers)]))
 
 
 def read_records(bootstrap: str, topic: str) -> list[Any]:

@@ -87,7 +87,7 @@ def test_data_set_through_the_pipeline(services: Any, tmp_path: Path, data_set: 
                         str(REPO_ROOT / "mappings" / f"{data_set}.yaml")], env=worker.env, check=True,
                        capture_output=True, timeout=300)
         names = topics.for_namespace(namespace)
-        wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", [names.ingest], 240)
+        wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", [names.ingest], 240, [worker])
     finally:
         worker.stop()
     ch = connect(url)

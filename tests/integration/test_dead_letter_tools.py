@@ -134,7 +134,7 @@ def run_worker_over(tmp_path: Path, env: dict[str, str], tolerance_s: int, inges
     """A worker with that future tolerance consumes everything on the ingest topic, then stops."""
     worker = start_worker(tmp_path, env, tolerance_s)
     try:
-        wait_consumed(get_settings().kafka_bootstrap, env["SATPULSE_WORKER_ID"], [ingest], 120)
+        wait_consumed(get_settings().kafka_bootstrap, env["SATPULSE_WORKER_ID"], [ingest], 120, [worker])
     finally:
         worker.stop()
 

@@ -90,7 +90,7 @@ def test_poison_corpus_interleaved_with_valid_events(services: Any, tmp_path: Pa
     worker = start_worker(tmp_path, url, namespace)
     try:
         positions = produce(names, [m for _, m in messages])
-        wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", [names.ingest], 240)
+        wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", [names.ingest], 240, [worker])
         assert worker.proc is not None and worker.proc.poll() is None, "the worker exited"
         # every poison message: one dead letter on the topic, keyed by its origin
         poison_keys = {f"{names.ingest}/{p}/{o}".encode(): name
@@ -154,7 +154,7 @@ def test_window_dead_letters_survive_kill_9(services: Any, tmp_path: Path, engin
             time.sleep(rng.uniform(0.3, 2.0))
             worker.stop(kill=True)
             worker.start(timeout=90)
-        wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", [names.ingest], 240)
+        wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", [names.ingest], 240, [worker])
     finally:
         worker.stop()
     assert {k: v for k, v in stored(url).items() if k != BAD_CHANNEL} == offline(feedback, tickets)

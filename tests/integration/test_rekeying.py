@@ -53,7 +53,7 @@ def run_worker(namespace: str, tmp_path: Path, consumed: list[str]) -> dict[Any,
                             "SATPULSE_WORKER_WEB_PORT": str(port)}, tmp_path / "worker.log", port)
     worker.start(timeout=90)
     try:
-        wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", consumed, 120)
+        wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", consumed, 120, [worker])
         return worker.scrape()
     finally:
         worker.stop()

@@ -103,7 +103,7 @@ def run(tmp_path: Path, url: str, workers: int, kills: int, clickhouse_outage: f
             procs[0].stop(kill=True)
             procs[0].start(timeout=90)
         names = topics.for_namespace(namespace)
-        wait_consumed(get_settings().kafka_bootstrap, group, [names.ingest], 180)  # counted with its cleaning
+        wait_consumed(get_settings().kafka_bootstrap, group, [names.ingest], 180, procs)  # counted with its cleaning
     finally:
         for p in procs:
             p.stop()
