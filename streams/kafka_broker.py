@@ -19,6 +19,7 @@ from satpulse.settings import Settings
 from streams.broker import Message, RebalanceListener, Record, TopicPartition
 
 log = logging.getLogger(__name__)
+FETCH_GRACE_SECONDS = 0.5  # how much longer than its timeout a fetch may wait for a rebalance to end
 
 
 class KafkaBroker:
@@ -65,16 +66,27 @@ class KafkaBroker:
 
     async def fetch(self, max_records: int, max_age_seconds: float) -> Mapping[TopicPartition, Sequence[Record]]:
         consumer = self._consumer()
-        batch: dict[TopicPartition, list[Any]] = await consumer.getmany(timeout_ms=int(max_age_seconds * 1000),
-                                                                        max_records=max_records)
+        batch = await self._getmany(consumer, max_age_seconds, max_records)
         count = sum(len(records) for records in batch.values())
         deadline = time.monotonic() + max_age_seconds
         while batch and count < max_records and (left := deadline - time.monotonic()) > 0:
-            more = await consumer.getmany(timeout_ms=int(left * 1000), max_records=max_records - count)
-            for tp, records in more.items():
+            for tp, records in (await self._getmany(consumer, left, max_records - count)).items():
                 batch[tp] = batch.get(tp, []) + records
                 count += len(records)
         return batch
+
+    @staticmethod
+    async def _getmany(consumer: AIOKafkaConsumer, timeout: float, max_records: int
+                       ) -> dict[TopicPartition, list[Any]]:
+        """``getmany``, bounded: while the group rebalances it waits for the new assignment whatever its timeout
+        (up to the session timeout when a member died), which held a stop up for more than 8 s."""
+        try:
+            records: dict[TopicPartition, list[Any]] = await asyncio.wait_for(
+                consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records),
+                timeout + FETCH_GRACE_SECONDS)
+        except TimeoutError:  # cancelled before it took any record: they stay in the consumer's buffer
+            return {}
+        return records
 
     async def partitions_for(self, topic: str) -> list[int]:
         # the producer's view: it fetches a topic's metadata on demand (the consumer's knows only subscriptions)

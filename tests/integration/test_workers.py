@@ -140,6 +140,35 @@ def test_faust_cli_runs_the_same_worker(services: Any, tmp_path: Path) -> None:
     run(tmp_path, server_url(), workers=1, kills=1, command=FAUST_WORKER)
 
 
+def test_a_worker_stopped_while_its_group_waits_for_a_killed_member_stops_cleanly(services: Any, tmp_path: Path
+                                                                                  ) -> None:
+    """SIGTERM while the group rebalances (a killed member stays in it until its session times out): the worker
+    finishes its batches in flight and exits 0, without giving them up for the 8 s stop timeout."""
+    namespace = f"s-{uuid.uuid4().hex[:8]}"
+    names = topics.for_namespace(namespace)
+    ensure_topics(Settings(topic_namespace=namespace), names.all())
+    port = free_port()
+    env = {"SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"g-{namespace}",
+           "SATPULSE_CLICKHOUSE_URL": server_url(), "SATPULSE_WORKER_WEB_PORT": str(port)}
+    worker = WorkerProcess(env, tmp_path / "w.log", port)
+    worker.start(timeout=90)
+    try:
+        producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap, acks="all")
+        for submission in sample_submissions(50, int(time.time() * 1000) - 3600_000, 3600_000, seed=6):
+            producer.send(names.ingest, key=(entity_key(submission) or "").encode(),
+                          value=json.dumps(submission).encode())
+        producer.flush()
+        producer.close()
+        wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", [names.ingest], 120, [worker])
+        worker.stop(kill=True)  # its member stays in the group until its session times out
+        worker.start(timeout=90)  # joins: the rebalance waits for the killed member
+        worker.stop(timeout=10)  # SIGTERM; escalates to SIGKILL after 10 s
+        assert worker.proc is not None and worker.proc.returncode == 0, worker.describe()
+        assert "did not finish" not in worker.log_path.read_text(), worker.describe()
+    finally:
+        worker.stop()
+
+
 def test_until_caught_up_exits_once_everything_is_stored(services: Any, tmp_path: Path) -> None:
     """A backfill: ``satpulse worker --until-caught-up`` exits 0 with a summary once the input present at its
     start is stored, re-keyed records included, and the stored totals are exact."""
