@@ -108,7 +108,7 @@ def cell_deltas(changes: Iterable[Change]) -> CellDeltas:
     applied once, scaled by their net count. When an entity had a contribution and still has one, only the
     entries that differ count: a case that gets resolved adds its resolution cells and leaves its creation and
     first-response cells alone, which are often in windows already final and out of memory (entries are
-    matched by cell key and aggregate identity: a case's aggregates are shared values)."""
+    matched by cell key and equal aggregate)."""
     weights: dict[int, list[Any]] = {}  # id(contribution) -> [contribution, net count]
     entries: dict[tuple[WindowKey, int], list[Any]] = {}  # (key, id(aggregate)) -> [key, aggregate, net count]
     for change in changes:
@@ -116,13 +116,37 @@ def cell_deltas(changes: Iterable[Change]) -> CellDeltas:
         if before == after:
             continue
         if before and after:
-            for contribution, weight in ((before, -1), (after, 1)):
-                for key, agg in contribution:
-                    entries.setdefault((key, id(agg)), [key, agg, 0])[2] += weight
+            for key, agg, weight in _differing_entries(before, after):
+                entries.setdefault((key, id(agg)), [key, agg, 0])[2] += weight
         else:
             contribution, weight = (after, 1) if after else (before, -1)
             weights.setdefault(id(contribution), [contribution, 0])[1] += weight
     return CellDeltas([(c, w) for c, w in weights.values() if w], [(k, a, w) for k, a, w in entries.values() if w])
+
+
+def _differing_entries(before: Contribution, after: Contribution) -> list[tuple[WindowKey, WindowAgg, int]]:
+    """The entries of ``before`` that ``after`` lacks (weight -1) and those of ``after`` that ``before`` lacks
+    (weight 1); an entry matches one with the same key and an equal aggregate (the same object, usually)."""
+    same = 0  # a case's entries come in a fixed order, so a change usually keeps a prefix and appends
+    while same < min(len(before), len(after)) and before[same] == after[same]:
+        same += 1
+    before, after = before[same:], after[same:]
+    unmatched: dict[WindowKey, list[WindowAgg]] = {}
+    for key, agg in before:
+        unmatched.setdefault(key, []).append(agg)
+    out: list[tuple[WindowKey, WindowAgg, int]] = []
+    for key, agg in after:
+        olds = unmatched.get(key)
+        if olds:
+            i = next((j for j, old in enumerate(olds) if old is agg), -1)
+            if i < 0:
+                i = next((j for j, old in enumerate(olds) if old == agg), -1)
+            if i >= 0:
+                del olds[i]
+                continue
+        out.append((key, agg, 1))
+    out += [(key, agg, -1) for key, aggs in unmatched.items() for agg in aggs]
+    return out
 
 
 class Windower:
