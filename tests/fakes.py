@@ -211,8 +211,9 @@ class MemoryWindowStore:
     """:class:`domain.store.WindowStateStore` with ClickHouse's semantics. Calls hold a lock: the pipeline
     reads results on a second thread while it writes on the first."""
 
-    def __init__(self, faults: Faults | None = None) -> None:
+    def __init__(self, faults: Faults | None = None, feedback_topic: str = topics.FEEDBACK) -> None:
         self.faults = faults or Faults()
+        self.feedback_topic = feedback_topic  # the other sources are of the tickets topic
         self.cells: dict[tuple[Source, WindowKey], tuple[WindowAgg, int]] = {}
         self.feedback: list[StoredEvent] = []
         self.tickets: list[StoredEvent] = []
@@ -224,7 +225,7 @@ class MemoryWindowStore:
 
     def discard_uncounted_events(self, source: Source, persisted_offset: int) -> None:
         with self._lock:
-            events = self.feedback if source[0] == topics.FEEDBACK else self.tickets
+            events = self.feedback if source[0] == self.feedback_topic else self.tickets
             events[:] = [e for e in events if e[0] != source[1] or e[1] <= persisted_offset]
 
     def stored_window_starts(self, source: Source) -> set[int]:

@@ -24,7 +24,7 @@ from domain.entities import (
 )
 from domain.store import StoredEvent
 from domain.windows import CellRow, Change, Source, Windower, cell_deltas
-from satpulse import metrics
+from satpulse import metrics, topics
 from streams.window_worker import Item, WindowWorker
 from tests.fakes import Faults, MemoryWindowStore
 
@@ -32,7 +32,7 @@ DIMS = ("all", "channel", "team")
 WINDOW_S = 60
 RULES = CaseRules({"high": 600}, {"high": 1800}, 3 * 3600 * 1000)
 BASE = 1_700_000_000_000
-FB, TK = "fb", "tk"
+FB, TK = topics.FEEDBACK, topics.TICKETS  # the topics MemoryWindowStore knows by default
 
 
 def new_worker(store: MemoryWindowStore, max_entities: int = 50_000) -> WindowWorker:
