@@ -69,8 +69,8 @@ class WindowStateStore(Protocol):
         include may be committed. Idempotent: the same input written again changes nothing."""
 
     def recheck_rollups(self, sources: Iterable[Source]) -> None:
-        """Check these sources' roll-ups for stale periods at the next refresh (a worker took them over). No
-        I/O."""
+        """Check these sources' roll-ups for stale periods at the next refresh (a worker started, or took them
+        over). No I/O."""
 
     def refresh_rollups(self, force: bool = False) -> None:
         """Bring the stored roll-ups up to date with the cells written, if due (or ``force``)."""

@@ -257,7 +257,8 @@ class WindowStore:
 
     def recheck_rollups(self, sources: Iterable[Source]) -> None:
         """Check these sources' roll-ups for stale periods at the next :meth:`refresh_rollups` (call when a
-        worker takes them: the previous owner may have died before refreshing). No I/O."""
+        worker starts or takes them: a worker may have died before refreshing them; any worker may repair them,
+        since a roll-up row is versioned by its inputs). No I/O."""
         for source in sources:
             self.rollups.recheck(source)
             if self.rollups.sizes:

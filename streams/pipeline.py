@@ -171,6 +171,11 @@ class Pipeline:
                 self.combined = False
             else:
                 wanted = [t for t in wanted if t not in self.clean_kinds]
+        if self._window_worker is not None:
+            # a worker killed within rollup_interval_seconds of its last writes left their roll-ups stale: repaired
+            # at the first refresh by whichever worker starts next, not only by the partition's next owner
+            sources = self._sources(await self._partitions(wanted))
+            await self._in_executor(self._window_worker.store.recheck_rollups, sources)
         await self.broker.subscribe(wanted, self)
         if self.settings.worker_until_caught_up:
             self._targets = await self._end_offsets(wanted)
@@ -448,8 +453,10 @@ class Pipeline:
         return True
 
     async def _end_offsets(self, topic_names: Sequence[str]) -> dict[TopicPartition, int]:
-        partitions = [TopicPartition(t, p) for t in topic_names for p in await self.broker.partitions_for(t)]
-        return await self.broker.end_offsets(partitions)
+        return await self.broker.end_offsets(await self._partitions(topic_names))
+
+    async def _partitions(self, topic_names: Sequence[str]) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t in topic_names for p in await self.broker.partitions_for(t)]
 
     async def read_store(self, read: Callable[[ClickHouse], T]) -> T:
         """``read(ch)`` with the worker's ClickHouse connection, on the thread that reads window results (for
@@ -515,7 +522,8 @@ class Pipeline:
         async with self._lock:
             if self._window_worker is not None:
                 self._window_worker.windower.assign(sources, time.time())
-                self._window_worker.store.recheck_rollups(sources)
+                # on the store's thread: a refresh running there would forget a recheck made meanwhile
+                await self._in_executor(self._window_worker.store.recheck_rollups, sources)
 
     async def revoke(self, partitions: Iterable[TopicPartition]) -> None:
         """Waits until the batches in flight are committed (or failed), then forgets the partitions' window
