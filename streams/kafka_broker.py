@@ -78,8 +78,9 @@ class KafkaBroker:
     @staticmethod
     async def _getmany(consumer: AIOKafkaConsumer, timeout: float, max_records: int
                        ) -> dict[TopicPartition, list[Any]]:
-        """``getmany``, bounded: while the group rebalances it waits for the new assignment whatever its timeout
-        (up to the session timeout when a member died), which held a stop up for more than 8 s."""
+        """``getmany``, returning nothing after ``timeout`` + :data:`FETCH_GRACE_SECONDS`: while the group
+        rebalances, aiokafka waits for the new assignment whatever the timeout (up to the session timeout when a
+        member died), and a stop waits for the fetch in progress."""
         try:
             records: dict[TopicPartition, list[Any]] = await asyncio.wait_for(
                 consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records),
