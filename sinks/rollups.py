@@ -1,4 +1,5 @@
-"""Stored roll-ups of window cells (1 h and 1 day by default), refreshed by the stream after every write.
+"""Stored roll-ups of window cells (1 h and 1 day by default), refreshed by the stream at most every
+``rollup_interval_seconds`` (settings; 0: after every write) and when the worker stops.
 
 A roll-up row has the shape and key of a window cell: the full state of one coarser cell as contributed by one
 source (topic, partition). It is computed inside ClickHouse from the next finer level of the same source
