@@ -32,8 +32,7 @@ from domain.windows import Change, Entity, Source, Windower, cell_deltas
 from satpulse import metrics
 from satpulse.metrics import STAGE_LABEL
 from satpulse.stages import Stage
-from sinks.retry import RetryStopped as RetryStopped  # re-exported (moved to sinks.retry)
-from sinks.retry import retry_clickhouse as retry_clickhouse
+from sinks.retry import retry_clickhouse
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

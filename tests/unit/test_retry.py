@@ -146,12 +146,6 @@ def test_other_exceptions_propagate_and_clear_the_flag() -> None:
     assert blocked() == 0.0
 
 
-def test_window_worker_re_exports_the_loop() -> None:
-    from streams import window_worker
-
-    assert window_worker.retry_clickhouse is retry_clickhouse and window_worker.RetryStopped is RetryStopped
-
-
 # ------------------------------------------------------------------------------------------------ classification
 
 
