@@ -283,15 +283,15 @@ class MemoryWindowStore:
 
     def write(self, cells: Sequence[CellRow], feedback: Sequence[StoredEvent], tickets: Sequence[StoredEvent]
               ) -> None:
-        if self.faults.take("write"):
-            if self.faults.write_stores_events:
-                with self._lock:
-                    self.feedback += feedback
-                    self.tickets += tickets
+        failing = self.faults.take("write")
+        if failing and not self.faults.write_stores_events:
             raise self.faults.write_error("write")
-        with self._lock:
+        with self._lock:  # two inserts, as in ClickHouse: the events, then the cells
             self.feedback += feedback
             self.tickets += tickets
+        if failing:
+            raise self.faults.write_error("write")
+        with self._lock:
             for row in cells:
                 current = self.cells.get((row.source, row.key))
                 if current is None or row.version >= current[1]:  # equal versions: the last insert wins
