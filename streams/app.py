@@ -36,6 +36,7 @@ import signal
 import sys
 import time
 from collections import deque
+from contextlib import suppress
 from typing import Any
 
 import faust
@@ -135,11 +136,13 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
 
     @app.task  # type: ignore[untyped-decorator]
     async def tick() -> None:
-        """Watermark, window results and lag, ``publish_interval_seconds`` after the previous tick ended: a
-        fixed delay, not Faust's fixed-rate timer, under which a tick slower than the interval runs again at
-        once and keeps the ClickHouse thread from the window stage (10k events/s fell behind that way)."""
+        """Lag, watermark and window results: as soon as the window stage advanced the watermark (at most every
+        ``publish_interval_seconds``, right after a write), else ``publish_interval_seconds`` after the previous
+        tick ended. Not Faust's fixed-rate timer: a tick slower than the interval would run again at once and
+        keep the ClickHouse thread from the window stage."""
         while not pipeline.stopping:
-            await asyncio.sleep(settings.publish_interval_seconds)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(pipeline.results_due.wait(), settings.publish_interval_seconds)
             async with ticking:  # a stop closes the producer only between ticks
                 if not pipeline.started or pipeline.stopping:
                     continue

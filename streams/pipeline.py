@@ -25,9 +25,11 @@ The stages:
   the batch waits (retrying with back-off) and nothing more is fetched beyond the consumer's bounded prefetch:
   that is the back-pressure.
 - dead letters: dead-letter topic -> table ``dead_letters``.
-- every ``publish_interval_seconds`` (:meth:`Pipeline.tick`): advance the watermark (between two batches),
-  then read the window results (current and final) from ClickHouse on a second thread while the next batch is
-  counted, and publish them to the metrics topic.
+- window results: the window stage advances the watermark right after it wrote a batch, at most every
+  ``publish_interval_seconds`` (:meth:`Pipeline.tick` does when no batch did within that interval); the next
+  :meth:`Pipeline.tick`, which waits for :attr:`Pipeline.results_due`, reads the results (current and final)
+  from ClickHouse on a second thread while the next batch is counted, and publishes them to the metrics topic.
+  An event's result is thus published one write after it arrived, not up to a whole tick interval later.
 
 Two execution modes. A worker that runs both the clean and the window stage counts the events it cleaned
 without reading them back from Kafka ("combined": no second batch wait, no Avro decode). It subscribes to the
@@ -67,7 +69,7 @@ from typing import Any, TypeVar
 
 from domain.aggregates import published_figures
 from domain.clean import Rejected, check_clean_record
-from domain.entities import CaseRules
+from domain.entities import CaseRules, WindowKey
 from domain.windows import Source, Windower
 from satpulse import codec, metrics, topics
 from satpulse.deadletter import Origin, encode_dead_letter
@@ -146,6 +148,10 @@ class Pipeline:
         # took 15 % of its time in a backfill
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-reader")
         self._lock = asyncio.Lock()
+        # what advances of the watermark made due (final and current windows) until a tick publishes it
+        self.results_due = asyncio.Event()
+        self._due: tuple[set[WindowKey], set[WindowKey]] = (set(), set())
+        self._advanced_at = float("-inf")  # time.monotonic() of the last advance
         self._stores: Stores | None = None  # built by start() for the window and dead-letter stages
         self._window_worker: WindowWorker | None = None  # built by start() for the window stage
         self.started = False  # set by start() once subscribed
@@ -261,14 +267,17 @@ class Pipeline:
 
     async def window_stage(self, batch: Batch) -> None:
         """Count the batch's clean events (published by :meth:`clean_stage`, or read back from Kafka): (1)
-        publish its outputs, then (2) write it; returns once ClickHouse holds it. Holds the window-state lock,
-        so a rebalance waits for it. Raises KafkaError (outputs not acknowledged) or RetryStopped (a stop while
+        publish its outputs, then (2) write it; returns once ClickHouse holds it, after advancing the watermark
+        if ``publish_interval_seconds`` passed since the last advance. Holds the window-state lock, so a
+        rebalance waits for it. Raises KafkaError (outputs not acknowledged) or RetryStopped (a stop while
         ClickHouse is down)."""
         async with self._lock:
             if batch.published is not None:
                 await self._count(*batch.published)
             elif batch.clean:
                 await self._count(*self._read_back(batch.clean))
+            if self._window_worker is not None and self._advance_due():
+                await self._advance()
         batch.published, batch.clean = None, []  # freed while the batch waits for its dead letters and commit
 
     async def dead_letter_stage(self, batch: Batch) -> None:
@@ -278,19 +287,38 @@ class Pipeline:
             await self._in_executor(self._store_dead_letters, batch.dead)
 
     async def tick(self) -> None:
-        """Refresh the lag gauge; with the window stage, advance the watermark and publish window results. Call
-        every ``publish_interval_seconds`` once :meth:`start` returned."""
+        """Refresh the lag gauge; with the window stage, advance the watermark unless a batch did within
+        ``publish_interval_seconds``, then publish the window results due since the last tick. Call once
+        :attr:`results_due` is set, or ``publish_interval_seconds`` after the last tick ended, once :meth:`start`
+        returned; one tick at a time."""
         await self._update_lag()
         worker = self._window_worker
         if worker is None:
             return
+        if self._advance_due():
+            async with self._lock:
+                await self._advance()
+        (final, current), self._due = self._due, (set(), set())
+        self.results_due.clear()
         now = time.time()
-        async with self._lock:
-            final, current = await self._in_executor(worker.advance, now)
         results = await self._in_executor(worker.results, final, current, now, executor=self._reader)
         now_ms = int(time.time() * 1000)
         await self._publish([(topics.METRICS, *encode_window_result(r, self.settings.window_seconds, now_ms))
                              for r in results])
+
+    def _advance_due(self) -> bool:
+        return time.monotonic() - self._advanced_at >= self.settings.publish_interval_seconds
+
+    async def _advance(self) -> None:
+        """Advance the watermark (every batch counted is written: hold the lock) and keep what it made due for
+        the next tick."""
+        worker = self._window_worker
+        assert worker is not None  # built by start()
+        final, current = await self._in_executor(worker.advance, time.time())
+        self._advanced_at = time.monotonic()
+        self._due[0].update(final)
+        self._due[1].update(current)
+        self.results_due.set()
 
     # --- stages ---------------------------------------------------------------------------------------------
     def _by_stage(self, batch: Mapping[TopicPartition, Sequence[Record]]
