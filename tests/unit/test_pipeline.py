@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from domain.aggregates import WindowAgg
 from domain.clean import clean, entity_key
 from domain.entities import CaseRules, WindowKey, batch_cells
-from satpulse import metrics, topics
+from satpulse import codec, metrics, topics
 from satpulse.settings import Settings
 from satpulse.stages import Stage
 from sinks.clickhouse import ClickHouseError
@@ -312,6 +312,42 @@ def test_every_mode_counts_what_the_batch_computation_counts(mode: str) -> None:
     assert world.store.cell_totals() == expected_cells(SUBMISSIONS, world.settings())
     assert sorted(key[4:] for key in world.dead_letters.rows) == [("cleaner", "missing_field"),
                                                                  ("window", "negative_duration")]
+
+
+def test_a_write_makes_its_window_results_due_at_once_and_at_most_every_publish_interval() -> None:
+    """The window stage advances the watermark right after a write, so the next tick publishes the batch's
+    results without waiting for an interval; a write within ``publish_interval_seconds`` of that advance waits
+    for the next one, which a tick makes when no write did."""
+    async def scenario() -> tuple[list[bool], list[int]]:
+        world = World()
+        settings = world.settings().model_copy(update={"publish_interval_seconds": 3600.0})
+        pipeline = Pipeline(settings, MemoryBroker(world.kafka, "test-worker"),
+                            memory_stores(world.store, world.dead_letters))
+        await pipeline.start()
+        due, rated = [], []
+        for rid in ("r1", "r2"):
+            world.submit(rating(rid, 0, 5))
+            batch = await pipeline.fetch()
+            assert batch is not None
+            await run_batch(pipeline, batch)
+            due.append(pipeline.results_due.is_set())
+            await pipeline.tick()
+            rated.append(published_rated(world))
+        settings.publish_interval_seconds = 0.0  # the interval has passed, and no write came
+        await pipeline.tick()
+        rated.append(published_rated(world))
+        await pipeline.stop()
+        return due, rated
+
+    due, rated = asyncio.run(scenario())
+    assert due == [True, False]
+    assert rated == [1, 1, 2]
+
+
+def published_rated(world: World) -> int:
+    """The highest ``rated`` published on the metrics topic for the all/all window (0: none)."""
+    records = [codec.decode(value, codec.WINDOW_METRIC)[1] for value in world.kafka.values(topics.METRICS)]
+    return max((r["rated"] for r in records if r["dimension"] == "all"), default=0)
 
 
 def test_a_stage_name_that_is_no_stage_is_refused_with_the_valid_names() -> None:
