@@ -41,6 +41,7 @@ from satpulse import codec, topics  # noqa: E402
 
 TICK_SECONDS = 0.01  # the producer's pacing step
 LAG_POLL_SECONDS = 2.0  # how often the harness samples the worker's committed ingest lag
+TOPIC_WAIT_SECONDS = 30.0  # how long the metrics collector waits for the broker to know the metrics topic
 KEEP_UP_SECONDS = 10.0  # "keeps up": everything visible within this after the load stops, ...
 KEEP_UP_LAG_SECONDS = 5.0  # ... and the ingest lag in the last quarter of the load stayed under R x this
 
@@ -157,7 +158,7 @@ class MetricsCollector(threading.Thread):
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                  auto_offset_reset="earliest", fetch_max_wait_ms=10)
         try:
-            consumer.assign([TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or ()])
+            consumer.assign([TopicPartition(self.topic, p) for p in self._partitions(consumer)])
             while not self.stopping.is_set():
                 batches = consumer.poll(timeout_ms=50)
                 arrival = time.time()
@@ -170,6 +171,16 @@ class MetricsCollector(threading.Thread):
             self.error = exc
         finally:
             consumer.close()
+
+    def _partitions(self, consumer: Any) -> set[int]:
+        """The topic's partitions, waiting while the broker does not know them yet (a topic created a moment ago
+        on a broker that just started: assigning nothing then saw no record at all). Raises TimeoutError."""
+        deadline = time.monotonic() + TOPIC_WAIT_SECONDS
+        while not (partitions := consumer.partitions_for_topic(self.topic)):
+            if time.monotonic() > deadline or self.stopping.is_set():
+                raise TimeoutError(f"{self.topic} has no partitions after {TOPIC_WAIT_SECONDS} s")
+            time.sleep(0.2)
+        return set(partitions)
 
     def visible(self) -> dict[int, int]:
         """Largest ``rated`` seen so far per window start."""
