@@ -212,6 +212,13 @@ MUTATIONS = {
     "sink_permanent_always_on": ("(satpulse_sink_blocked_permanent) > 0", "(satpulse_sink_blocked_permanent) >= 0"),
     "sink_permanent_for_dropped": ("(satpulse_sink_blocked_permanent) > 0\n        for: 2m",
                                    "(satpulse_sink_blocked_permanent) > 0\n        for: 0m"),
+    "ingest_unavailable_counts_every_refusal": ('satpulse_ingest_requests_total{reason="unavailable"}[2m]',
+                                                'satpulse_ingest_requests_total{outcome="refused"}[2m]'),
+    "ingest_unavailable_for_dropped": ('{reason="unavailable"}[2m])) > 0\n        for: 2m',
+                                       '{reason="unavailable"}[2m])) > 0\n        for: 0m'),
+    "webhook_auth_threshold_lowered": ("[10m])) > 0.5\n", "[10m])) > 0.2\n"),
+    "webhook_auth_minimum_dropped": ('not_configured"}[10m])) >= 10', 'not_configured"}[10m])) >= 0'),
+    "ingest_down_other_jobs": ('up{job="satpulse-ingest"} == 0', "up == 0"),
 }
 
 
