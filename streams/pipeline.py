@@ -92,6 +92,7 @@ Published = tuple[list[Item], dict[Position, bytes]]  # clean events as publishe
 STAGE_TOPICS = {Stage.CLEAN: (topics.INGEST,), Stage.WINDOW: (topics.FEEDBACK, topics.TICKETS),
                 Stage.DEAD_LETTERS: (topics.DEAD_LETTER,)}
 LAST_STAGE = list(Stage)[-1]  # the stage after which a batch is committed
+STOP_TICK_SECONDS = 5.0  # the last tick at a stop gives up after this (a stop should take seconds)
 # stage labels of the metrics (and the stage field of the window stage's dead letters)
 _CLEAN_LABEL, _WINDOW_LABEL = STAGE_LABEL[Stage.CLEAN], STAGE_LABEL[Stage.WINDOW]
 _DEAD_LETTER_LABEL = STAGE_LABEL[Stage.DEAD_LETTERS]
@@ -188,9 +189,16 @@ class Pipeline:
         self.started = True
 
     async def stop(self) -> None:
-        """Leave the group, flush the producer, bring the roll-ups up to date (one attempt: what a failure leaves
-        stale is recomputed at the next start), close ClickHouse; uncommitted batches are replayed by the next
-        owner."""
+        """Publish the window results due (a last :meth:`tick`, one attempt of at most :data:`STOP_TICK_SECONDS`:
+        the window stage may have advanced the watermark after the last tick), leave the group, flush the
+        producer, bring the roll-ups up to date (one attempt: what a failure leaves stale is recomputed at the next
+        start), close ClickHouse; uncommitted batches are replayed by the next owner. Call once no batch is in
+        flight and no tick runs."""
+        if self.started and self._window_worker is not None:
+            try:
+                await asyncio.wait_for(self.tick(), STOP_TICK_SECONDS)
+            except Exception as exc:  # Kafka or ClickHouse down, or slow: those results are not published
+                log.warning("window results not published at stop: %r", exc)
         await self.broker.stop()
         stores = self._stores
         if stores is not None:

@@ -153,10 +153,10 @@ def test_a_batch_is_committed_only_after_its_outputs_are_acknowledged_and_writte
     world = asyncio.run(scenario())
     # the ingest batch: (1) its clean events and dead letter acknowledged, then the window stage's dead letter
     # (a resolution before its creation), (2) the counts written, (3) the commit; the dead letters come back
-    # from their topic in the next batch: (2) written, (3) committed
+    # from their topic in the next batch: (2) written, (3) committed; the stop publishes the window results
     assert world.faults.journal == [f"publish {topics.DEAD_LETTER} {topics.FEEDBACK} {topics.TICKETS}",
                                     f"publish {topics.DEAD_LETTER}", "write", "commit", "dead-letter write",
-                                    "commit"]
+                                    "commit", f"publish {topics.METRICS}"]
     assert world.store.cell_totals() == expected_cells(SUBMISSIONS, world.settings())
     assert sorted(key[4:] for key in world.dead_letters.rows) == [("cleaner", "missing_field"),
                                                                  ("window", "negative_duration")]
@@ -342,6 +342,24 @@ def test_a_write_makes_its_window_results_due_at_once_and_at_most_every_publish_
     due, rated = asyncio.run(scenario())
     assert due == [True, False]
     assert rated == [1, 1, 2]
+
+
+def test_a_stop_publishes_the_results_of_the_window_stage_s_last_advance() -> None:
+    async def scenario() -> int:
+        world = World()
+        settings = world.settings().model_copy(update={"publish_interval_seconds": 3600.0})
+        pipeline = Pipeline(settings, MemoryBroker(world.kafka, "test-worker"),
+                            memory_stores(world.store, world.dead_letters))
+        await pipeline.start()
+        world.submit(rating("r1", 0, 5))
+        batch = await pipeline.fetch()
+        assert batch is not None
+        await run_batch(pipeline, batch)  # advances the watermark: results due, no tick came
+        pipeline.request_stop()
+        await pipeline.stop()
+        return published_rated(world)
+
+    assert asyncio.run(scenario()) == 1
 
 
 def published_rated(world: World) -> int:
