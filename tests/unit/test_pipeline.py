@@ -320,9 +320,7 @@ def test_a_write_makes_its_window_results_due_at_once_and_at_most_every_publish_
     for the next one, which a tick makes when no write did."""
     async def scenario() -> tuple[list[bool], list[int]]:
         world = World()
-        settings = world.settings().model_copy(update={"publish_interval_seconds": 3600.0})
-        pipeline = Pipeline(settings, MemoryBroker(world.kafka, "test-worker"),
-                            memory_stores(world.store, world.dead_letters))
+        pipeline = hourly_ticking(world)
         await pipeline.start()
         due, rated = [], []
         for rid in ("r1", "r2"):
@@ -333,7 +331,7 @@ def test_a_write_makes_its_window_results_due_at_once_and_at_most_every_publish_
             due.append(pipeline.results_due.is_set())
             await pipeline.tick()
             rated.append(published_rated(world))
-        settings.publish_interval_seconds = 0.0  # the interval has passed, and no write came
+        pipeline.settings.publish_interval_seconds = 0.0  # the interval has passed, and no write came
         await pipeline.tick()
         rated.append(published_rated(world))
         await pipeline.stop()
@@ -347,9 +345,7 @@ def test_a_write_makes_its_window_results_due_at_once_and_at_most_every_publish_
 def test_a_stop_publishes_the_results_of_the_window_stage_s_last_advance() -> None:
     async def scenario() -> int:
         world = World()
-        settings = world.settings().model_copy(update={"publish_interval_seconds": 3600.0})
-        pipeline = Pipeline(settings, MemoryBroker(world.kafka, "test-worker"),
-                            memory_stores(world.store, world.dead_letters))
+        pipeline = hourly_ticking(world)
         await pipeline.start()
         world.submit(rating("r1", 0, 5))
         batch = await pipeline.fetch()
@@ -360,6 +356,12 @@ def test_a_stop_publishes_the_results_of_the_window_stage_s_last_advance() -> No
         return published_rated(world)
 
     assert asyncio.run(scenario()) == 1
+
+
+def hourly_ticking(world: World) -> Pipeline:
+    """A worker process of every stage whose window stage advances the watermark at most once an hour."""
+    settings = world.settings().model_copy(update={"publish_interval_seconds": 3600.0})
+    return Pipeline(settings, MemoryBroker(world.kafka, "test-worker"), memory_stores(world.store, world.dead_letters))
 
 
 def published_rated(world: World) -> int:
