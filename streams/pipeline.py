@@ -29,7 +29,6 @@ The stages:
   ``publish_interval_seconds`` (:meth:`Pipeline.tick` does when no batch did within that interval); the next
   :meth:`Pipeline.tick`, which waits for :attr:`Pipeline.results_due`, reads the results (current and final)
   from ClickHouse on a second thread while the next batch is counted, and publishes them to the metrics topic.
-  An event's result is thus published one write after it arrived, not up to a whole tick interval later.
 
 Two execution modes. A worker that runs both the clean and the window stage counts the events it cleaned
 without reading them back from Kafka ("combined": no second batch wait, no Avro decode). It subscribes to the
@@ -126,8 +125,8 @@ class Batch:
 class Pipeline:
     """Broker, stores and window state of one worker process: :meth:`start`, then :meth:`fetch` batches and
     pass each through :meth:`step` for every :class:`Stage` in order, in fetch order (the last step commits
-    it), :meth:`tick` every ``publish_interval_seconds``; :meth:`stop` after. streams/app.py runs these as
-    Faust agents and tasks."""
+    it), :meth:`tick` whenever :attr:`results_due` is set or ``publish_interval_seconds`` passed; :meth:`stop`
+    after. streams/app.py runs these as Faust agents and tasks."""
 
     def __init__(self, settings: Settings, broker: Broker | None = None,
                  stores: StoreFactory = clickhouse_stores) -> None:
