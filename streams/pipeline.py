@@ -27,7 +27,7 @@ The stages:
 - dead letters: dead-letter topic -> table ``dead_letters``.
 - window results: the window stage advances the watermark right after it wrote a batch, at most every
   ``publish_interval_seconds`` (:meth:`Pipeline.tick` does when no batch did within that interval); the next
-  :meth:`Pipeline.tick`, which waits for :attr:`Pipeline.results_due`, reads the results (current and final)
+  :meth:`Pipeline.tick` (run as soon as :attr:`Pipeline.results_due` is set) reads the results (current and final)
   from ClickHouse on a second thread while the next batch is counted, and publishes them to the metrics topic.
 
 Two execution modes. A worker that runs both the clean and the window stage counts the events it cleaned
