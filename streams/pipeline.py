@@ -91,8 +91,9 @@ Published = tuple[list[Item], dict[Position, bytes]]  # clean events as publishe
 STAGE_TOPICS = {Stage.CLEAN: (topics.INGEST,), Stage.WINDOW: (topics.FEEDBACK, topics.TICKETS),
                 Stage.DEAD_LETTERS: (topics.DEAD_LETTER,)}
 LAST_STAGE = list(Stage)[-1]  # the stage after which a batch is committed
-STOP_TICK_SECONDS = 2.0  # the last tick at a stop gives up after this (with the 8 s for the batches in flight:
-# a stop takes at most 10 s even while Kafka or ClickHouse is down)
+# the last tick at a stop gives up after this: with up to 8 s for the batches in flight (streams/app.py), a stop
+# while Kafka or ClickHouse is down still ends after about 10 s
+STOP_TICK_SECONDS = 2.0
 # stage labels of the metrics (and the stage field of the window stage's dead letters)
 _CLEAN_LABEL, _WINDOW_LABEL = STAGE_LABEL[Stage.CLEAN], STAGE_LABEL[Stage.WINDOW]
 _DEAD_LETTER_LABEL = STAGE_LABEL[Stage.DEAD_LETTERS]
