@@ -4,13 +4,17 @@ real broker and ClickHouse."""
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kafka import KafkaProducer
+
 from devtools import worker_process
+from domain.clean import entity_key
 from satpulse.settings import get_settings
 
 SATISFIED: dict[str, Callable[[object], bool]] = {
@@ -38,6 +42,25 @@ def clickhouse_url(engine: str, tmp_path: Path, prefix: str = "t") -> str:
         return f"chdb://{tmp_path / 'chdb'}"
     port = get_settings().clickhouse_native_port
     return f"clickhouse://default:@127.0.0.1:{port}/{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def produce(topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
+    """Publish (key, value) messages to ``topic`` in order and wait for the acks (acks=all); returns each one's
+    (partition, offset)."""
+    producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap, acks="all",
+                             max_request_size=2 * 1024 * 1024, linger_ms=20)
+    try:
+        futures = [producer.send(topic, key=key, value=value) for key, value in messages]
+        producer.flush()
+        return [(m.partition, m.offset) for m in (f.get(timeout=60) for f in futures)]
+    finally:
+        producer.close()
+
+
+def keyed(submission: dict[str, Any]) -> tuple[bytes | None, bytes]:
+    """(key, value) of a raw submission as the adapters publish it: keyed by its clean event's key."""
+    key = entity_key(submission)
+    return (None if key is None else key.encode()), json.dumps(submission).encode()
 
 
 def read_topic(topic: str) -> list[tuple[bytes | None, bytes]]:

@@ -4,7 +4,6 @@ cleanly on SIGTERM. And the window stage's dead letters survive kill -9 at any p
 
 from __future__ import annotations
 
-import json
 import random
 import time
 import uuid
@@ -13,43 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from adapters.publisher import ensure_topics
 from devtools.sample import sample_submissions, sample_ticket_events
 from devtools.worker_process import WorkerProcess, wait_consumed
-from domain.clean import entity_key
 from satpulse import codec, topics
 from satpulse.settings import Settings, get_settings
 from sinks.clickhouse import connect
-from tests.integration.offline import clickhouse_url, free_port, read_records
+from tests.integration.offline import clickhouse_url, free_port, keyed, produce, read_records
 from tests.integration.test_workers import offline, stored
 from tests.poison import poison_corpus
 
 pytestmark = pytest.mark.integration
 
 
-def produce(names: topics.Topics, payloads: list[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
-    """Publish raw ingest messages in order; returns each one's (partition, offset)."""
-    producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap, acks="all",
-                             max_request_size=2 * 1024 * 1024, linger_ms=20)
-    try:
-        futures = [producer.send(names.ingest, key=key, value=value) for key, value in payloads]
-        producer.flush()
-        return [(m.partition, m.offset) for m in (f.get(timeout=60) for f in futures)]
-    finally:
-        producer.close()
-
-
 def valid_events(count: int, cases: int, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     now_ms = int(time.time() * 1000)
     return (list(sample_submissions(count, now_ms - 4 * 3600_000, 3600_000, seed=seed)),
             list(sample_ticket_events(cases, now_ms - 4 * 3600_000, 3600_000, seed=seed)))
-
-
-def keyed(submission: dict[str, Any]) -> tuple[bytes | None, bytes]:
-    key = entity_key(submission)
-    return (None if key is None else key.encode()), json.dumps(submission).encode()
 
 
 def start_worker(tmp_path: Path, url: str, namespace: str) -> WorkerProcess:
@@ -89,7 +69,7 @@ def test_poison_corpus_interleaved_with_valid_events(services: Any, tmp_path: Pa
         messages.insert(rng.randrange(len(messages) + 1), (name, (name.encode()[:100], payload)))
     worker = start_worker(tmp_path, url, namespace)
     try:
-        positions = produce(names, [m for _, m in messages])
+        positions = produce(names.ingest, [m for _, m in messages])
         wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", [names.ingest], 240, [worker])
         assert worker.proc is not None and worker.proc.poll() is None, "the worker exited"
         # every poison message: one dead letter on the topic, keyed by its origin
@@ -149,7 +129,7 @@ def test_window_dead_letters_survive_kill_9(services: Any, tmp_path: Path, engin
     worker = start_worker(tmp_path, url, namespace)
     rng = random.Random(11)
     try:
-        produce(names, [keyed(s) for s in events])
+        produce(names.ingest, [keyed(s) for s in events])
         for _ in range(8):
             time.sleep(rng.uniform(0.3, 2.0))
             worker.stop(kill=True)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from adapters.emit import key_of
 from adapters.publisher import ensure_topics
@@ -23,7 +22,7 @@ from satpulse import codec, topics
 from satpulse.settings import get_settings
 from sinks.clickhouse import connect
 from sinks.queries import windows
-from tests.integration.offline import SATISFIED, free_port, read_records
+from tests.integration.offline import SATISFIED, free_port, produce, read_records
 from tests.integration.test_end_to_end import offline
 
 pytestmark = pytest.mark.integration
@@ -34,14 +33,6 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
     from kafka.partitioner.default import murmur2
 
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def produce(topic: str, messages: list[tuple[bytes | None, dict[str, Any]]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap, acks="all")
-    for key, submission in messages:
-        producer.send(topic, key=key, value=json.dumps(submission).encode())
-    producer.flush()
-    producer.close()
 
 
 def run_worker(namespace: str, tmp_path: Path, consumed: list[str]) -> dict[Any, float]:
@@ -84,7 +75,8 @@ def test_wrongly_keyed_ingest_is_counted_once_in_the_right_partition(services: N
                 "rating_id": f"edited-{i}", "event_time": now_ms - 5 * 60_000}
         edits.append({**base, "event_id": f"edited-{i}-v0", "rating_version": 0, "rating_value": 1})
         edits.append({**base, "event_id": f"edited-{i}-v1", "rating_version": 1, "rating_value": 5})
-    produce(names.ingest, [(f"not-{s['event_id']}".encode(), s) for s in plain + edits])  # not their clean keys
+    # keyed by something else than their clean keys
+    produce(names.ingest, [(f"not-{s['event_id']}".encode(), json.dumps(s).encode()) for s in plain + edits])
     samples = run_worker(namespace, tmp_path, [names.ingest])
 
     rekeyed = metric_sum(samples, "satpulse_events_out_total", stage="cleaner", kind="rekeyed")
@@ -119,7 +111,7 @@ def test_topics_not_co_partitioned_fall_back_to_reading_clean_events_back(servic
     ensure_topics(settings.model_copy(update={"topic_partitions": 2}), names.all())
     now_ms = int(time.time() * 1000)
     submissions = list(sample_submissions(300, now_ms - 20 * 60_000, 19 * 60_000, seed=6))
-    produce(names.ingest, [(key_of(s), s) for s in submissions])
+    produce(names.ingest, [(key_of(s), json.dumps(s).encode()) for s in submissions])
     run_worker(namespace, tmp_path, [names.ingest, names.feedback, names.tickets])
     assert "partition counts differ" in (tmp_path / "worker.log").read_text()
     assert stored_minutes(tmp_path) == offline(submissions)

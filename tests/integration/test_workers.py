@@ -4,7 +4,6 @@ ClickHouse Kafka Connect's ExactlyOnceTest)."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -17,18 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from adapters.publisher import ensure_topics
 from devtools import services as local_services
 from devtools.sample import sample_submissions, sample_ticket_events, write_jsonl
 from devtools.worker_process import FAUST_WORKER, SATPULSE_WORKER, WorkerProcess, metric_sum, wait_consumed
-from domain.clean import entity_key
 from satpulse import topics
 from satpulse.settings import Settings, get_settings
 from sinks.clickhouse import connect
 from sinks.queries import totals, windows
-from tests.integration.offline import CHANNEL, SATISFIED, free_port
+from tests.integration.offline import CHANNEL, SATISFIED, free_port, keyed, produce
 
 pytestmark = pytest.mark.integration
 
@@ -153,12 +150,8 @@ def test_a_worker_stopped_while_its_group_waits_for_a_killed_member_stops_cleanl
     worker = WorkerProcess(env, tmp_path / "w.log", port)
     worker.start(timeout=90)
     try:
-        producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap, acks="all")
-        for submission in sample_submissions(50, int(time.time() * 1000) - 3600_000, 3600_000, seed=6):
-            producer.send(names.ingest, key=(entity_key(submission) or "").encode(),
-                          value=json.dumps(submission).encode())
-        producer.flush()
-        producer.close()
+        produce(names.ingest, [keyed(s) for s in sample_submissions(50, int(time.time() * 1000) - 3600_000, 3600_000,
+                                                                    seed=6)])
         wait_consumed(get_settings().kafka_bootstrap, f"g-{namespace}", [names.ingest], 120, [worker])
         worker.stop(kill=True)  # its member stays in the group until its session times out
         worker.start(timeout=90)  # joins: the rebalance waits for the killed member
@@ -178,13 +171,10 @@ def test_until_caught_up_exits_once_everything_is_stored(services: Any, tmp_path
     now_ms = int(time.time() * 1000)
     feedback = list(sample_submissions(1_000, now_ms - 4 * 3600_000, 3600_000, seed=4))
     tickets = list(sample_ticket_events(150, now_ms - 4 * 3600_000, 3600_000, seed=4))
-    producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap, acks="all")
-    for i, submission in enumerate(feedback + tickets):  # every 10th keyed wrongly: re-keyed by the worker
-        key = b"wrong-key-%d" % i if i % 10 == 0 else (entity_key(submission) or "").encode()
-        producer.send(names.ingest, key=key, value=json.dumps(submission).encode())
-    producer.send(names.ingest, key=b"x", value=b"{not json")
-    producer.flush()
-    producer.close()
+    messages = [keyed(submission) for submission in feedback + tickets]
+    messages = [(b"wrong-key-%d" % i if i % 10 == 0 else key, value)  # every 10th keyed wrongly: re-keyed
+                for i, (key, value) in enumerate(messages)]
+    produce(names.ingest, [*messages, (b"x", b"{not json")])
     url = server_url()
     env = {**os.environ, "SATPULSE_TOPIC_NAMESPACE": namespace, "SATPULSE_WORKER_ID": f"g-{namespace}",
            "SATPULSE_CLICKHOUSE_URL": url, "SATPULSE_WORKER_WEB_PORT": str(free_port())}
