@@ -304,9 +304,10 @@ class Pipeline:
         worker = self._window_worker
         if worker is None:
             return
-        if self._advance_due():
+        if self._advance_due():  # not due: no wait for the batch in flight
             async with self._lock:
-                await self._advance()
+                if self._advance_due():  # the window stage may have advanced while this waited for the lock
+                    await self._advance()
         (final, current), self._due = self._due, (set(), set())
         self.results_due.clear()
         now = time.time()
